@@ -1,0 +1,328 @@
+"""Datasets as device-resident tensors, their subsets, and the randomisations of the claims.
+
+Images stay uint8 (N, C, H, W) on the device until a claim converts them with `to_float`;
+small sets never go through a DataLoader.
+
+Where the data comes from:
+- `$DLCLAIMS_DATA/<name>.npz` (keys x_train, y_train, x_test, y_test) when that variable
+  is set: an offline folder, as CI uses;
+- otherwise a torchvision download into `$DLCLAIMS_CACHE` (default ~/.cache/dlclaims),
+  converted once to the same npz layout, under a file lock so parallel workers on a cold
+  cache download once.
+
+Missing data raises `DataUnavailable` (the pytest plugin turns it into a skip, or an error
+with --require-data); a damaged file raises `DataCorrupt` naming the file. Neither is ever
+answered with a silently smaller set.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA_ENV = "DLCLAIMS_DATA"
+CACHE_ENV = "DLCLAIMS_CACHE"
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    image_shape: tuple[int, int, int]  # (C, H, W) as stored in the tensors
+    train_sizes: tuple[int, ...]  # sizes a valid file may hold (CIFAR: the offline prefix or all)
+    test_size: int
+    torchvision_class: str
+    class_names: tuple[str, ...]
+
+
+SPECS = {
+    "mnist": DatasetSpec("mnist", (1, 28, 28), (60000,), 10000, "MNIST", tuple(str(i) for i in range(10))),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", (1, 28, 28), (60000,), 10000, "FashionMNIST",
+        ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"),
+    ),
+    "cifar10": DatasetSpec(
+        "cifar10", (3, 32, 32), (20000, 50000), 10000, "CIFAR10",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+}
+
+
+class DataUnavailable(RuntimeError):
+    """The data cannot be had here; the message says how to provide it."""
+
+
+class InsufficientData(DataUnavailable):
+    """The data exists but holds fewer samples than the protocol asks for."""
+
+
+class DataCorrupt(RuntimeError):
+    """A data file exists but is unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A dataset's train and test split as tensors on one device (uint8 images, int64 labels)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: tuple[str, ...]
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+
+def _how_to_fix(name: str) -> str:
+    return (
+        f"Set {DATA_ENV} to a folder holding {name}.npz (keys x_train, y_train, x_test, y_test), "
+        f"or leave {DATA_ENV} unset so that torchvision downloads {name} into "
+        f"${CACHE_ENV} (default ~/.cache/dlclaims) where the internet is reachable."
+    )
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dlclaims")).expanduser()
+
+
+def locate(name: str) -> Path:
+    """The npz file for `name`, downloading it into the cache if no data folder is set."""
+    if name not in SPECS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(SPECS)}")
+    folder = data_dir()
+    if folder is not None:
+        path = folder / f"{name}.npz"
+        if not folder.is_dir():
+            raise DataUnavailable(f"{DATA_ENV}={folder} is not a directory. {_how_to_fix(name)}")
+        if not path.is_file():
+            raise DataUnavailable(f"{path} does not exist ({DATA_ENV}={folder}). {_how_to_fix(name)}")
+        return path
+    return _download_to_cache(SPECS[name])
+
+
+def _download_to_cache(spec: DatasetSpec) -> Path:
+    from filelock import FileLock
+
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.name}.npz"
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            return path
+        try:
+            import torchvision
+
+            cls = getattr(torchvision.datasets, spec.torchvision_class)
+            raw = folder / "torchvision"
+            train = cls(str(raw), train=True, download=True)
+            test = cls(str(raw), train=False, download=True)
+        except Exception as exc:  # no network, no torchvision, a broken mirror ...
+            raise DataUnavailable(
+                f"{DATA_ENV} is not set and the torchvision download of {spec.name} failed "
+                f"({type(exc).__name__}: {exc}). {_how_to_fix(spec.name)}"
+            ) from None
+        arrays = {}
+        for split, ds in (("train", train), ("test", test)):
+            arrays[f"x_{split}"] = np.asarray(ds.data, dtype=np.uint8)
+            arrays[f"y_{split}"] = np.asarray(ds.targets, dtype=np.int64)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def _read_npz(path: Path, spec: DatasetSpec) -> dict[str, np.ndarray]:
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise DataCorrupt(f"{path}: missing keys {missing} (expected {list(keys)})")
+            arrays = {k: npz[k] for k in keys}
+    except DataCorrupt:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise DataCorrupt(
+            f"{path} is unreadable ({type(exc).__name__}: {exc}); it is truncated or damaged. "
+            f"Replace it with an intact copy. {_how_to_fix(spec.name)}"
+        ) from None
+    _validate(path, spec, arrays)
+    return arrays
+
+
+def _validate(path: Path, spec: DatasetSpec, arrays: dict[str, np.ndarray]) -> None:
+    c, h, w = spec.image_shape
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        problems = []
+        if x.dtype != np.uint8:
+            problems.append(f"x_{split} dtype {x.dtype}, expected uint8")
+        if x.shape[1:] not in ((h, w), (h, w, c)):
+            problems.append(f"x_{split} shape {x.shape}, expected (N, {h}, {w}{', ' + str(c) if c > 1 else ''})")
+        if y.ndim != 1 or len(y) != len(x):
+            problems.append(f"y_{split} shape {y.shape} does not match x_{split} {x.shape}")
+        elif y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
+            problems.append(f"y_{split} labels outside 0..{NUM_CLASSES - 1}")
+        expected = spec.train_sizes if split == "train" else (spec.test_size,)
+        if len(x) not in expected:
+            problems.append(f"{len(x)} {split} images, expected one of {expected}")
+        if problems:
+            raise DataCorrupt(f"{path} is inconsistent: " + "; ".join(problems))
+
+
+def load(name: str, *, device: str | torch.device = "cpu") -> ImageData:
+    """Load `name` ("mnist", "fashion_mnist", "cifar10") as uint8 (N, C, H, W) tensors on `device`."""
+    spec = SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(SPECS)}")
+    path = locate(name)
+    arrays = _read_npz(path, spec)
+
+    def images(x: np.ndarray) -> torch.Tensor:
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+    return ImageData(
+        name=name,
+        x_train=images(arrays["x_train"]),
+        y_train=torch.from_numpy(arrays["y_train"].astype(np.int64)).to(device),
+        x_test=images(arrays["x_test"]),
+        y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)).to(device),
+        class_names=spec.class_names,
+        source=str(path),
+    )
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def balanced_indices(labels: torch.Tensor, n: int, seed: int, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """`n` indices with classes as equal as possible (the first n % C classes get one more), by seed.
+
+    Drawn on the CPU so the subset is the same whichever device holds the data.
+    """
+    y = labels.cpu()
+    if n > len(y):
+        raise InsufficientData(f"asked for {n} samples, the split has {len(y)}")
+    per_class = [n // num_classes + (1 if c < n % num_classes else 0) for c in range(num_classes)]
+    gen = _generator(seed)
+    chosen = []
+    for c, k in enumerate(per_class):
+        pool = torch.nonzero(y == c).flatten()
+        if k > len(pool):
+            raise InsufficientData(f"asked for {k} samples of class {c}, the split has {len(pool)}")
+        chosen.append(pool[torch.randperm(len(pool), generator=gen)[:k]])
+    idx = torch.cat(chosen)
+    return idx[torch.randperm(len(idx), generator=gen)].to(labels.device)
+
+
+def subset(data: ImageData, n_train: int, n_test: int, seed: int) -> ImageData:
+    """A class-balanced subset of both splits, chosen by `seed`."""
+    tr = balanced_indices(data.y_train, n_train, seed)
+    te = balanced_indices(data.y_test, n_test, seed + 1)
+    return ImageData(data.name, data.x_train[tr], data.y_train[tr], data.x_test[te], data.y_test[te],
+                     data.class_names, data.source)
+
+
+def require_train_size(data: ImageData, n: int) -> None:
+    """Raise InsufficientData when the protocol needs more training images than the file has."""
+    if len(data.x_train) < n:
+        raise InsufficientData(
+            f"the protocol needs {n} {data.name} training images but {data.source} has "
+            f"{len(data.x_train)}; point {DATA_ENV} at the full set or let torchvision download it"
+        )
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (compute on the training split)."""
+    xf = x.float().div_(255)
+    return xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3))
+
+
+def to_float(x: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 images to float32 in [0, 1], then standardised per channel when mean/std are given."""
+    xf = x.float().div_(255)
+    if mean is not None:
+        xf = (xf - mean.view(1, -1, 1, 1).to(xf)) / std.view(1, -1, 1, 1).to(xf)
+    return xf
+
+
+def downsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-average float images to size × size (e.g. MNIST 28 → 14)."""
+    return torch.nn.functional.adaptive_avg_pool2d(x, size)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def corrupt_labels(
+    labels: torch.Tensor, p: float, seed: int, num_classes: int = NUM_CLASSES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zhang et al.'s partially corrupted labels: each label, independently with probability p,
+    is replaced by a uniformly random class (which may equal the true one).
+
+    Returns (new labels, mask of labels that changed).
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"corruption fraction must be in [0, 1], got {p}")
+    gen = _generator(seed)
+    n = len(labels)
+    resample = torch.rand(n, generator=gen) < p
+    random_classes = torch.randint(0, num_classes, (n,), generator=gen)
+    new = torch.where(resample, random_classes, labels.cpu()).to(labels.device)
+    return new, new != labels
+
+
+def shuffled_pixels(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """One fixed permutation of pixel positions applied to every image (train and test alike).
+
+    Channels of a pixel move together. Call with the same seed on both splits.
+    """
+    n, c, h, w = x.shape
+    perm = torch.randperm(h * w, generator=_generator(seed)).to(x.device)
+    return x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
+
+
+def random_pixels(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """An independent random permutation of pixel positions for each image."""
+    n, c, h, w = x.shape
+    perms = torch.argsort(torch.rand(n, h * w, generator=_generator(seed)), dim=1).to(x.device)
+    flat = x.reshape(n, c, h * w)
+    return torch.gather(flat, 2, perms[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+
+
+def gaussian_images(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Float images of i.i.d. Gaussian pixels with the per-channel mean and std of `x`."""
+    xf = x.float()
+    mean = xf.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    std = xf.std(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    noise = torch.randn(x.shape, generator=_generator(seed)).to(x.device)
+    return noise * std + mean
+
+
+def flip_vertical(x: torch.Tensor) -> torch.Tensor:
+    """Upside-down images (rows reversed)."""
+    return x.flip(-2)
+
+
+def flip_horizontal(x: torch.Tensor) -> torch.Tensor:
+    """Mirror images (columns reversed)."""
+    return x.flip(-1)

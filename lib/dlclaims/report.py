@@ -1,0 +1,75 @@
+"""Render recorded claim results as reports/claims.json and reports/claims.md.
+
+Renders only what tests recorded (see `dlclaims.record`); computes nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from .record import CONTROL_FAILS, NOT_REPRODUCED, RECORDED, REPRODUCED, format_measured, format_value
+
+_ORDER = {"claim": 0, "control": 1, "record": 2}
+
+
+def _sorted(records: list[dict]) -> list[dict]:
+    # Stable across -n N: by test id, then the order the test recorded in.
+    return sorted(records, key=lambda r: (r.get("test", ""), r.get("index", 0)))
+
+
+def summarize(records: list[dict]) -> Counter:
+    return Counter(r["verdict"] for r in records)
+
+
+def write(records: list[dict], out_dir: str | os.PathLike, meta: dict) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = _sorted(records)
+    json_path = out / "claims.json"
+    json_path.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=str))
+    md_path = out / "claims.md"
+    md_path.write_text(render_markdown(records, meta, out))
+    return md_path, json_path
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
+    counts = summarize(records)
+    lines = [
+        "# dlclaims report",
+        "",
+        f"Scale `{meta.get('scale')}`, seed offset {meta.get('seed_offset')}, "
+        f"torch {meta.get('torch')}, devices: {', '.join(meta.get('devices', [])) or '—'}, "
+        f"written {meta.get('written')}.",
+        "",
+        f"**{counts.get(REPRODUCED, 0)} reproduced, {counts.get(NOT_REPRODUCED, 0)} not reproduced**; "
+        f"{counts.get(CONTROL_FAILS, 0)} controls fail as they should; {counts.get(RECORDED, 0)} numbers recorded "
+        f"without an assertion.",
+        "",
+        "Accuracies in %; the interval is the measured value's confidence interval.",
+        "",
+        "| claim | test | device | scale | paper | measured [CI] | threshold | verdict | s | figures |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r.get("test", ""), _ORDER.get(r["role"], 3), r.get("index", 0))):
+        role = "" if r["role"] == "claim" else f"*{r['role']}*: "
+        figures = " ".join(
+            f"[{Path(f).stem}]({os.path.relpath(f, out_dir)})" for f in r.get("figures", []) if r["role"] == "claim"
+        )
+        lines.append(
+            "| " + " | ".join(_cell(c) for c in (
+                role + r["statement"], f"`{r.get('test', '')}`", r.get("device", ""), r.get("scale", ""),
+                format_value(r.get("paper"), r.get("unit", "")), format_measured(r), r.get("threshold", ""),
+                r["verdict"], f"{r.get('seconds', 0):.1f}", figures,
+            )) + " |"
+        )
+    sources = sorted({r["source"] for r in records if r.get("source")})
+    if sources:
+        lines += ["", "## Sources", ""] + [f"- {s}" for s in sources]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,119 @@
+"""Confidence intervals for the numbers a claim reports.
+
+Accuracies are fractions in [0, 1]. Every estimate carries its interval and the method
+that produced it, so a report line can say "97.1 % [96.4, 97.7] (Wilson, n=2000)".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats as _scipy_stats
+
+DEFAULT_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A measured value with a confidence interval [lo, hi] at `level`."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int
+    method: str
+    level: float = DEFAULT_LEVEL
+
+    def contains(self, x: float) -> bool:
+        return self.lo <= x <= self.hi
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.value:.4g} [{self.lo:.4g}, {self.hi:.4g}] ({self.method}, n={self.n})"
+
+
+def _z(level: float) -> float:
+    return float(_scipy_stats.norm.ppf(0.5 + level / 2))
+
+
+def binomial_ci(successes: int, n: int, level: float = DEFAULT_LEVEL) -> Estimate:
+    """Wilson score interval for a proportion (accuracy = correct / n)."""
+    if n <= 0:
+        raise ValueError("binomial_ci needs n > 0")
+    successes = int(successes)
+    p = successes / n
+    z = _z(level)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, "Wilson", level)
+
+
+def to_numpy(x, dtype=None) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array."""
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=dtype)
+
+
+def accuracy(correct) -> Estimate:
+    """Accuracy with a Wilson interval from a boolean vector (tensor or array) of hits."""
+    hits = to_numpy(correct, bool)
+    return binomial_ci(int(hits.sum()), hits.size)
+
+
+def chance_interval(n: int, num_classes: int = 10, level: float = 0.99) -> tuple[float, float]:
+    """Central `level` range of the accuracy of a guesser independent of the labels.
+
+    A classifier whose predictions carry no information about the labels scores
+    Binomial(n, 1/num_classes)/n on balanced classes; this is the range it lands in.
+    """
+    dist = _scipy_stats.binom(n, 1.0 / num_classes)
+    tail = (1 - level) / 2
+    return float(dist.ppf(tail)) / n, float(dist.isf(tail)) / n
+
+
+def mean_ci(values: Sequence[float], level: float = DEFAULT_LEVEL) -> Estimate:
+    """Student-t interval for the mean of a few repeats (seeds, trials)."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("mean_ci needs at least one value")
+    m = float(x.mean())
+    if x.size == 1:
+        return Estimate(m, m, m, 1, "single run", level)
+    half = float(_scipy_stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return Estimate(m, m - half, m + half, int(x.size), "t", level)
+
+
+def bootstrap_ci(
+    samples,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> Estimate:
+    """Percentile bootstrap over the first axis of `samples` (a tuple of arrays resamples rows jointly)."""
+    arrays = samples if isinstance(samples, tuple) else (samples,)
+    arrays = tuple(to_numpy(a) for a in arrays)
+    n = len(arrays[0])
+    rng = np.random.default_rng(seed)
+    value = float(statistic(*arrays))
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots = np.array([statistic(*(a[i] for a in arrays)) for i in idx], dtype=float)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(boots, [tail, 1 - tail])
+    return Estimate(value, float(lo), float(hi), n, f"bootstrap×{n_boot}", level)
+
+
+def difference_ci(a_hits, b_hits, *, seed: int = 0, level: float = DEFAULT_LEVEL) -> Estimate:
+    """Paired bootstrap interval of accuracy(a) − accuracy(b) on the same test points."""
+    return bootstrap_ci(
+        (to_numpy(a_hits, float), to_numpy(b_hits, float)),
+        lambda a, b: float(a.mean() - b.mean()),
+        seed=seed,
+        level=level,
+    )
