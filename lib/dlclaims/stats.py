@@ -51,7 +51,9 @@ def binomial_ci(successes: int, n: int, level: float = DEFAULT_LEVEL) -> Estimat
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, "Wilson", level)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges, not 1e-18 off
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return Estimate(p, lo, hi, n, "Wilson", level)
 
 
 def to_numpy(x, dtype=None) -> np.ndarray:

@@ -1,0 +1,21 @@
+"""Exact Convolutional Neural Tangent Kernels (Arora et al., 2019) and kernel regression.
+
+`cntk` computes CNTK-V ("flatten") and CNTK-GAP ("gap") NTK or NNGP Gram matrices of a
+ReLU CNN in neural-tangents' conventions; `kernel_regression` is the paper's classifier.
+"""
+
+from ._blocks import MemoryPlan, Progress, choose_block_size, log_progress, memory_plan
+from ._engine import cntk
+from ._regression import KernelRegressionResult, SingularKernelError, kernel_regression
+
+__all__ = [
+    "KernelRegressionResult",
+    "MemoryPlan",
+    "Progress",
+    "SingularKernelError",
+    "choose_block_size",
+    "cntk",
+    "kernel_regression",
+    "log_progress",
+    "memory_plan",
+]

@@ -1,0 +1,42 @@
+"""dlclaims.stats: the intervals claims report."""
+
+import numpy as np
+import pytest
+
+from dlclaims import stats
+
+
+def test_wilson_interval_known_value():
+    est = stats.binomial_ci(81, 100)
+    # Wilson 95 % interval for 81/100 (by hand: centre 0.79853 ± 0.07632).
+    assert est.value == 0.81 and est.lo == pytest.approx(0.7222, abs=1e-4) and est.hi == pytest.approx(0.8749, abs=1e-4)
+
+
+def test_wilson_interval_at_the_edges_stays_in_unit_interval():
+    assert stats.binomial_ci(100, 100).hi == 1.0 and stats.binomial_ci(0, 100).lo == 0.0
+
+
+def test_accuracy_from_hits():
+    est = stats.accuracy(np.array([1, 0, 1, 1], dtype=bool))
+    assert est.value == 0.75 and est.n == 4 and est.lo < 0.75 < est.hi
+
+
+def test_chance_interval_covers_a_random_guesser():
+    lo, hi = stats.chance_interval(2000, 10, level=0.99)
+    rng = np.random.default_rng(0)
+    accs = (rng.integers(0, 10, (2000, 2000)) == rng.integers(0, 10, (1, 2000))).mean(axis=1)
+    inside = np.mean((accs >= lo) & (accs <= hi))
+    assert 0.98 <= inside <= 1.0 and lo < 0.1 < hi
+
+
+def test_mean_ci_t_interval():
+    est = stats.mean_ci([1.0, 2.0, 3.0])
+    assert est.value == 2.0 and est.hi - est.value == pytest.approx(4.303 * 1 / np.sqrt(3), rel=1e-3)
+
+
+def test_bootstrap_difference_is_paired():
+    a = np.ones(500, dtype=bool)
+    b = a.copy()
+    b[:50] = False
+    est = stats.difference_ci(a, b, seed=0)
+    assert est.value == pytest.approx(0.1) and 0.07 < est.lo < est.hi < 0.13
