@@ -62,31 +62,42 @@ def _relu_expectations(cov: torch.Tensor, var_x: torch.Tensor, var_z: torch.Tens
     return k, k_dot
 
 
+def _first_layer(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Σ⁽⁰⁾(x, z): the window trace of the channel-summed position-pair products."""
+    return _window_trace(torch.einsum("cij,ckl->ijkl", x, z))
+
+
+def self_variances(x: torch.Tensor, depth: int) -> list[torch.Tensor]:
+    """diag Σ⁽ʰ⁾(x, x) for h = 0 … depth − 2: the normalisers of the pair recursion."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    sigma = _first_layer(x, x)
+    variances = []
+    for h in range(1, depth):
+        variances.append(_diagonal(sigma))
+        k, _ = _relu_expectations(sigma, variances[-1], variances[-1])
+        sigma = _window_trace(k)
+    return variances
+
+
 def reference_pair(x: torch.Tensor, z: torch.Tensor, *, depth: int, pooling: str,
                    fix_first_layer: bool = False, fix_readout: bool = False,
-                   kind: str = "ntk") -> float:
-    """The kernel value of images x, z (C, H, W) in Arora et al.'s scale."""
+                   kind: str = "ntk", variances_x=None, variances_z=None) -> float:
+    """The kernel value of images x, z (C, H, W) in Arora et al.'s scale.
+
+    ``variances_*`` are `self_variances` of x and z, computed here when not given.
+    """
     x = torch.as_tensor(x, dtype=torch.float64)
     z = torch.as_tensor(z, dtype=torch.float64)
-    # Σ(x,x), Σ(z,z) and Σ(x,z) advance together: each layer normalises by the previous diagonals.
-    images = {"xx": (x, x), "zz": (z, z), "xz": (x, z)}
-    sigma = {key: _window_trace(torch.einsum("cij,ckl->ijkl", a, b))
-             for key, (a, b) in images.items()}
-    theta = torch.zeros_like(sigma["xz"]) if fix_first_layer else sigma["xz"]
+    variances_x = self_variances(x, depth) if variances_x is None else variances_x
+    variances_z = self_variances(z, depth) if variances_z is None else variances_z
+    sigma = _first_layer(x, z)
+    theta = torch.zeros_like(sigma) if fix_first_layer else sigma
     for h in range(1, depth):
-        var_x, var_z = _diagonal(sigma["xx"]), _diagonal(sigma["zz"])
-        variances = {"xx": (var_x, var_x), "zz": (var_z, var_z), "xz": (var_x, var_z)}
-        k = {}
-        for key, (var_a, var_b) in variances.items():
-            k[key], k_dot = _relu_expectations(sigma[key], var_a, var_b)
-        # k_dot now belongs to "xz", the last key.
+        k, k_dot = _relu_expectations(sigma, variances_x[h - 1], variances_z[h - 1])
         if h < depth - 1:
-            sigma = {key: _window_trace(value) for key, value in k.items()}
-            theta = _window_trace(k_dot * theta + k["xz"])
-    if kind == "nngp":
-        final = k["xz"]
-    else:
-        final = k_dot * theta + (0.0 if fix_readout else k["xz"])
+            sigma = _window_trace(k)
+            theta = _window_trace(k_dot * theta + k)
+    final = k if kind == "nngp" else k_dot * theta + (0.0 if fix_readout else k)
     return float(final.mean() if pooling == "gap" else _diagonal(final).sum())
 
 
@@ -99,11 +110,17 @@ def reference_cntk(x1, x2=None, *, depth: int, pooling: str, fix_first_layer: bo
                    fix_readout: bool = False, kind: str = "ntk") -> torch.Tensor:
     """Kernel matrix in the engine's scale, one `reference_pair` call per entry."""
     x1 = torch.as_tensor(x1, dtype=torch.float64)
-    x2 = x1 if x2 is None else torch.as_tensor(x2, dtype=torch.float64)
+    symmetric = x2 is None
+    x2 = x1 if symmetric else torch.as_tensor(x2, dtype=torch.float64)
+    variances1 = [self_variances(x, depth) for x in x1]
+    variances2 = variances1 if symmetric else [self_variances(z, depth) for z in x2]
     out = torch.empty(len(x1), len(x2), dtype=torch.float64)
     for i in range(len(x1)):
-        for j in range(len(x2)):
+        for j in range(i if symmetric else 0, len(x2)):
             out[i, j] = reference_pair(x1[i], x2[j], depth=depth, pooling=pooling,
                                        fix_first_layer=fix_first_layer,
-                                       fix_readout=fix_readout, kind=kind)
+                                       fix_readout=fix_readout, kind=kind,
+                                       variances_x=variances1[i], variances_z=variances2[j])
+            if symmetric:
+                out[j, i] = out[i, j]
     return out / neural_tangents_scale(*x1.shape[1:], pooling)

@@ -45,7 +45,10 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
-    config._dlclaims = {"records": [], "outcomes": {}, "skips": []}
+    config._dlclaims = {"records": [], "outcomes": {}}
+    # Progress of long runs (one line per N epochs) shows live at -v; quiet otherwise.
+    if config.option.verbose > 0 and config.getoption("log_cli_level", None) is None:
+        config.option.log_cli_level = "INFO"
 
 
 def pytest_report_header(config):

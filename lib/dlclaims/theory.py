@@ -63,6 +63,10 @@ def interleaved_kinks(z_sorted: np.ndarray) -> np.ndarray:
     return np.concatenate([[z_sorted[0] - first_gap / 2], z_sorted[:-1] + gaps / 2])
 
 
+def _tensor(values: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values)).to(device)
+
+
 def relu_design(z: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A_ij = max(z_i - b_j, 0)."""
     return np.maximum(z[:, None] - b[None, :], 0.0)
@@ -93,8 +97,7 @@ def memorizing_relu_net(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> T
     lower = relu_design(z_sorted, b)
     targets = y.detach().double().cpu().numpy()[order]
     w = scipy.linalg.solve_triangular(lower, targets, lower=True, check_finite=True)
-    to_device = lambda v: torch.from_numpy(np.ascontiguousarray(v)).to(x.device)  # noqa: E731
-    return TwoLayerReLU(a, to_device(b), to_device(w), triangular_condition_number(lower))
+    return TwoLayerReLU(a, _tensor(b, x.device), _tensor(w, x.device), triangular_condition_number(lower))
 
 
 def generic_relu_net(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> TwoLayerReLU:
@@ -110,8 +113,7 @@ def generic_relu_net(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> TwoL
     rng = np.random.default_rng(seed)
     b = rng.uniform(z.min(), z.max(), size=len(x))
     w, *_ = scipy.linalg.lstsq(relu_design(z, b), y.detach().double().cpu().numpy())
-    to_device = lambda v: torch.from_numpy(np.ascontiguousarray(v)).to(x.device)  # noqa: E731
-    return TwoLayerReLU(a, to_device(b), to_device(w))
+    return TwoLayerReLU(a, _tensor(b, x.device), _tensor(w, x.device))
 
 
 def max_relative_error(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

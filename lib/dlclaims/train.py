@@ -36,7 +36,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without held-out improvement
     restore_best: bool = False  # load the best held-out epoch's weights at the end
     eval_batch_size: int = 2048
-    log_every: int | None = None  # epochs between progress lines (None: quiet)
+    log_every: int | None = 10  # epochs between progress lines (logger "dlclaims.train", INFO)
 
 
 @dataclass

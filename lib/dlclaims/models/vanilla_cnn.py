@@ -1,0 +1,131 @@
+"""The vanilla CNN whose infinite-width limit is `dlclaims.cntk.cntk` (Arora et al. 2019, CNN-V / CNN-GAP).
+
+    [Conv 3×3 SAME, no bias → ReLU] × (depth − 1) → Flatten or global average pooling → Dense
+
+`depth` counts layers as Arora et al. do (depth 21 = 20 convolutions + the readout).
+Parameterisations (neural-tangents' names):
+
+* ``"ntk"``: weights ~ N(0, 1) and each layer multiplies by ``W_std / √fan_in``
+  (convolutions: W_std = √2, fan_in = 9·C_in; readout: W_std = 1). As the width grows, the
+  empirical NTK of this network converges to the CNTK at initialisation and stays there
+  during training.
+* ``"standard"``: the same variances put into the weights, ``N(0, W_std² / fan_in)``, and no
+  multiplier: the same function at initialisation, a different gradient flow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+PARAMETERIZATIONS = ("ntk", "standard")
+POOLINGS = ("flatten", "gap")
+CONV_W_STD = math.sqrt(2.0)
+READOUT_W_STD = 1.0
+
+
+class _ScaledLayer(nn.Module):
+    """A bias-free conv or dense layer with neural-tangents' two parameterisations."""
+
+    def __init__(self, weight_shape: tuple[int, ...], fan_in: int, w_std: float, parameterization: str):
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        scale = w_std / math.sqrt(fan_in)
+        ntk = parameterization == "ntk"
+        self.weight = nn.Parameter(torch.randn(weight_shape) * (1.0 if ntk else scale))
+        self.multiplier = scale if ntk else 1.0
+
+
+class ScaledConv3x3(_ScaledLayer):
+    def __init__(self, in_channels: int, out_channels: int, w_std: float, parameterization: str):
+        super().__init__((out_channels, in_channels, 3, 3), 9 * in_channels, w_std, parameterization)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, padding=1) * self.multiplier
+
+
+class ScaledLinear(_ScaledLayer):
+    def __init__(self, in_features: int, out_features: int, w_std: float, parameterization: str):
+        super().__init__((out_features, in_features), in_features, w_std, parameterization)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight) * self.multiplier
+
+
+class VanillaCNN(nn.Module):
+    """CNN-V (``pooling="flatten"``) or CNN-GAP (``pooling="gap"``) of `depth` layers.
+
+    `image_size` (H = W) is needed by the Flatten readout only. `width` is the number of
+    channels of every convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        depth: int,
+        width: int,
+        pooling: str = "flatten",
+        image_size: int | None = None,
+        num_classes: int = 10,
+        parameterization: str = "ntk",
+    ):
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth counts the readout too, so it must be ≥ 2 (got {depth})")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == "flatten" and image_size is None:
+            raise ValueError("the Flatten readout needs image_size")
+        self.depth, self.width, self.pooling, self.parameterization = depth, width, pooling, parameterization
+        channels = [in_channels] + [width] * (depth - 1)
+        self.convs = nn.ModuleList(
+            ScaledConv3x3(c_in, c_out, CONV_W_STD, parameterization) for c_in, c_out in zip(channels, channels[1:])
+        )
+        readout_in = width * image_size * image_size if pooling == "flatten" else width
+        self.readout = ScaledLinear(readout_in, num_classes, READOUT_W_STD, parameterization)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return x.flatten(1) if self.pooling == "flatten" else x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
+
+    def trainable_parameters(self, *, fix_first_layer: bool = False, fix_readout: bool = False) -> list[nn.Parameter]:
+        """The parameters that Arora et al.'s `fix` flags leave trained (their CNTK-GAP fixes both)."""
+        params = []
+        for i, conv in enumerate(self.convs):
+            if not (fix_first_layer and i == 0):
+                params.append(conv.weight)
+        if not fix_readout:
+            params.append(self.readout.weight)
+        return params
+
+
+def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
+                  parameters: list[nn.Parameter] | None = None) -> torch.Tensor:
+    """Finite-width NTK ⟨∂f(x1)/∂θ, ∂f(x2)/∂θ⟩ over `parameters` (default: all), float64 on the CPU.
+
+    The kernels of all logits are averaged: each logit of a network with an NTK-parameterised
+    readout has the same infinite-width limit, so the average is a lower-variance estimate.
+    """
+    chosen = list(parameters if parameters is not None else model.parameters())
+    names = [name for name, p in model.named_parameters() if any(p is c for c in chosen)]
+    values = {name: p.detach() for name, p in model.named_parameters()}
+
+    def jacobian(x: torch.Tensor) -> torch.Tensor:  # (n, outputs, parameters)
+        def outputs(trained: dict) -> torch.Tensor:
+            return torch.func.functional_call(model, {**values, **trained}, (x,))
+
+        grads = torch.func.jacrev(outputs)({name: values[name] for name in names})
+        return torch.cat([g.flatten(2) for g in grads.values()], dim=2).double().cpu()
+
+    j1 = jacobian(x1)
+    j2 = j1 if x2 is None else jacobian(x2)
+    return torch.einsum("akp,bkp->ab", j1, j2) / j1.shape[1]

@@ -1,0 +1,230 @@
+"""The CNTK engine against the slow reference transcription, and its kernel properties."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pytest
+import torch
+from cntk_reference import reference_cntk
+
+from dlclaims.cntk import Progress, choose_block_size, cntk, memory_plan
+from dlclaims.cntk import _engine
+
+RTOL_REFERENCE = 1e-10  # engine vs reference, float64, elementwise
+RTOL_ROUNDING = 1e-12  # same kernel computed through differently shaped batches
+PSD_RTOL = 1e-8  # smallest eigenvalue ≥ −PSD_RTOL × largest
+N_REFERENCE_IMAGES = 3
+
+FIX_FLAGS = list(itertools.product([False, True], repeat=2))  # (fix_first_layer, fix_readout)
+POOLINGS = ("flatten", "gap")
+
+
+def _reference_cases():
+    """Every depth 2–6 × pooling × fix flags × channels on a small non-square image, and
+    the 28×28 / 32×32 sizes at depths 2–3 (the reference costs (H·W)² per layer there)."""
+    cases = [(depth, pooling, fix, channels, (9, 14))
+             for depth in range(2, 7) for pooling in POOLINGS
+             for fix in FIX_FLAGS for channels in (1, 3)]
+    large = itertools.product([(28, 28), (32, 32)], (2, 3), POOLINGS)
+    cases += [(depth, pooling, FIX_FLAGS[i % 4], (1, 3)[i % 2], size)
+              for i, (size, depth, pooling) in enumerate(large)]
+    return [pytest.param(*case, id=f"d{case[0]}-{case[1]}-fix{int(case[2][0])}{int(case[2][1])}"
+                                   f"-c{case[3]}-{case[4][0]}x{case[4][1]}")
+            for case in cases]
+
+
+def _images(n, channels, height, width, seed=0):
+    return torch.randn(n, channels, height, width, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(seed))
+
+
+def _supported(device):
+    if device.type not in ("cpu", "cuda"):
+        pytest.skip(f"the CNTK engine runs on cpu and cuda, not {device.type}")
+    return device
+
+
+@pytest.mark.parametrize("depth,pooling,fix,channels,size", _reference_cases())
+def test_engine_equals_reference(device, depth, pooling, fix, channels, size):
+    x = _images(N_REFERENCE_IMAGES, channels, *size, seed=depth)
+    fix_first_layer, fix_readout = fix
+    expected = reference_cntk(x, depth=depth, pooling=pooling,
+                              fix_first_layer=fix_first_layer, fix_readout=fix_readout)
+    actual = cntk(x, depth=depth, pooling=pooling, fix_first_layer=fix_first_layer,
+                  fix_readout=fix_readout, device=_supported(device))
+    assert actual.dtype == torch.float64 and actual.device.type == "cpu"
+    torch.testing.assert_close(actual, expected, rtol=RTOL_REFERENCE, atol=0.0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_nngp_equals_reference(device, pooling):
+    x = _images(N_REFERENCE_IMAGES, 2, 7, 9)
+    expected = reference_cntk(x, depth=4, pooling=pooling, kind="nngp")
+    actual = cntk(x, depth=4, pooling=pooling, kind="nngp", device=_supported(device))
+    torch.testing.assert_close(actual, expected, rtol=RTOL_REFERENCE, atol=0.0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_gram_is_symmetric_and_psd(device, pooling):
+    k = cntk(_images(12, 3, 8, 8), depth=5, pooling=pooling, device=_supported(device))
+    assert torch.equal(k, k.T)
+    eigenvalues = torch.linalg.eigvalsh(k)
+    assert eigenvalues.min() >= -PSD_RTOL * eigenvalues.max()
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_cross_kernel_matches_gram_of_concatenation(device, pooling):
+    a, b = _images(4, 2, 6, 7, seed=1), _images(3, 2, 6, 7, seed=2)
+    cross = cntk(a, b, depth=4, pooling=pooling, device=_supported(device))
+    gram = cntk(torch.cat([a, b]), depth=4, pooling=pooling, device=device)
+    torch.testing.assert_close(cross, gram[:4, 4:], rtol=RTOL_ROUNDING, atol=0.0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["gram", "cross"])
+def test_block_size_does_not_change_result(device, pooling, symmetric):
+    x, z = _images(9, 3, 6, 6, seed=3), _images(7, 3, 6, 6, seed=4)
+    other = None if symmetric else z
+    results = [cntk(x, other, depth=4, pooling=pooling, block_size=size, device=_supported(device))
+               for size in (1, 4, 9)]
+    for result in results[1:]:
+        torch.testing.assert_close(result, results[0], rtol=RTOL_ROUNDING, atol=0.0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_depth_sweep_equals_single_depths(device, pooling):
+    x = _images(5, 3, 7, 7, seed=5)
+    sweep = cntk(x, depth=[5, 2, 3], pooling=pooling, device=_supported(device))
+    assert sorted(sweep) == [2, 3, 5]
+    for depth, k in sweep.items():
+        torch.testing.assert_close(k, cntk(x, depth=depth, pooling=pooling, device=device),
+                                   rtol=RTOL_ROUNDING, atol=0.0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_fixed_readout_is_ntk_minus_nngp(pooling):
+    x = _images(4, 3, 6, 6, seed=6)
+    ntk, nngp, fixed = (cntk(x, depth=4, pooling=pooling, **kw)
+                        for kw in ({}, {"kind": "nngp"}, {"fix_readout": True}))
+    torch.testing.assert_close(fixed, ntk - nngp, rtol=RTOL_ROUNDING, atol=0.0)
+
+
+def test_float32_recursion_is_close_to_float64(device):
+    x = _images(6, 3, 8, 8, seed=7)
+    exact = cntk(x, depth=6, pooling="gap", device=_supported(device))
+    single = cntk(x, depth=6, pooling="gap", device=device, dtype=torch.float32)
+    assert single.dtype == torch.float64
+    torch.testing.assert_close(single, exact, rtol=1e-4, atol=0.0)
+
+
+def test_numpy_input_and_zero_windows():
+    """Numpy input; an all-zero image (zero variance everywhere) gives 0, not NaN."""
+    x = _images(3, 1, 6, 6, seed=8).numpy()
+    x[1] = 0.0
+    k = cntk(x, depth=3, pooling="gap")
+    assert torch.isfinite(k).all()
+    assert torch.equal(k[1], torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(depth=1), "depth"),
+    (dict(depth=[]), "depth"),
+    (dict(depth=3, pooling="max"), "pooling"),
+    (dict(depth=3, kind="cov"), "kind"),
+    (dict(depth=3, kind="nngp", fix_readout=True), "NNGP"),
+    (dict(depth=3, block_size=0), "block_size"),
+])
+def test_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cntk(_images(2, 1, 4, 4), **kwargs)
+
+
+def test_rejects_mismatched_images():
+    with pytest.raises(ValueError, match="shape"):
+        cntk(_images(2, 1, 4, 4), _images(2, 1, 4, 5), depth=3)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        cntk(torch.zeros(2, 4, 4), depth=3)
+
+
+def test_progress_callback_and_log(caplog):
+    updates: list[Progress] = []
+    cntk(_images(6, 1, 5, 5), depth=3, block_size=2, progress=updates.append)
+    assert [u.pairs_done for u in updates] == [4, 4 + 4, 12, 16, 20, 24]
+    assert updates[-1].pairs_done == updates[-1].pairs_total and updates[-1].eta_s == 0.0
+    with caplog.at_level(logging.INFO, logger="dlclaims.cntk"):
+        cntk(_images(6, 1, 5, 5), depth=3, block_size=2, progress=True)
+    assert "24/24 pairs" in caplog.text
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["gram", "cross"])
+def test_out_of_memory_splits_blocks_and_keeps_result(monkeypatch, caplog, symmetric):
+    """A block that runs out of memory is retried in quarters; the result is unchanged."""
+    x, z = _images(7, 2, 5, 5, seed=9), _images(6, 2, 5, 5, seed=10)
+    other = None if symmetric else z
+    expected = cntk(x, other, depth=4, pooling="gap", block_size=1)
+    real = _engine.block_kernels
+    attempts = []
+
+    def fails_above_four_pairs(rows, cols, *args, **kwargs):
+        attempts.append(len(rows) * len(cols))
+        if len(rows) * len(cols) > 4:
+            raise torch.OutOfMemoryError("simulated")
+        return real(rows, cols, *args, **kwargs)
+
+    monkeypatch.setattr(_engine, "block_kernels", fails_above_four_pairs)
+    with caplog.at_level(logging.WARNING, logger="dlclaims.cntk"):
+        actual = cntk(x, other, depth=4, pooling="gap", block_size=6)
+    torch.testing.assert_close(actual, expected, rtol=RTOL_ROUNDING, atol=0.0)
+    assert "out of memory" in caplog.text
+    assert attempts.count(36) == 1  # after the first failure, big blocks are split up front
+
+
+def test_out_of_memory_on_a_single_pair_is_raised(monkeypatch):
+    def always_fails(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(_engine, "block_kernels", always_fails)
+    with pytest.raises(torch.OutOfMemoryError):
+        cntk(_images(3, 1, 4, 4), depth=3, block_size=2)
+
+
+GIB = 1 << 30
+
+
+def test_block_chooser_keeps_2000_gap_depth21_cifar_within_24_gib():
+    cpu = torch.device("cpu")
+    plan = memory_plan(2000, 2000, channels=3, positions_per_pair=1024**2, positions_per_image=1024,
+                       n_layers=20, n_depths=1, dtype=torch.float64, device=cpu)
+    # Without the CPU cache cap the memory budget is what binds: check it on CUDA sizing too.
+    for device in (cpu, torch.device("cuda")):
+        size = choose_block_size(plan, max_size=2000, device=device, positions_per_pair=1024**2,
+                                 memory_budget=24 * GIB)
+        assert size >= 1
+        assert plan.peak(size) <= 24 * GIB
+    cuda_size = choose_block_size(plan, max_size=2000, device=torch.device("cuda"),
+                                  positions_per_pair=1024**2, memory_budget=24 * GIB)
+    assert plan.peak(cuda_size + 1) > 24 * GIB  # the largest block that fits
+
+
+def test_block_chooser_refuses_when_one_pair_does_not_fit():
+    plan = memory_plan(10, 10, channels=3, positions_per_pair=1024**2, positions_per_image=1024,
+                       n_layers=20, n_depths=1, dtype=torch.float64, device=torch.device("cpu"))
+    with pytest.raises(MemoryError, match="one image pair"):
+        choose_block_size(plan, max_size=10, device=torch.device("cpu"),
+                          positions_per_pair=1024**2, memory_budget=32 << 20)
+
+
+def test_block_chooser_default_budget_uses_free_memory():
+    plan = memory_plan(100, 100, channels=3, positions_per_pair=64, positions_per_image=64,
+                       n_layers=4, n_depths=1, dtype=torch.float64, device=torch.device("cpu"))
+    size = choose_block_size(plan, max_size=100, device=torch.device("cpu"), positions_per_pair=64)
+    assert 1 <= size <= 100
+
+
+def test_integer_depth_returns_tensor_and_sequence_returns_dict():
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4))
+    assert isinstance(cntk(x, depth=np.int64(3)), torch.Tensor)
+    assert isinstance(cntk(x, depth=(3,)), dict)

@@ -1,0 +1,154 @@
+"""The dlclaims pytest plugin, driven through pytester: options, device skips, data errors,
+report merging under xdist, baselines."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dlclaims import pytest_plugin
+
+pytest_plugins = ["pytester"]
+
+MARKERS = """
+[pytest]
+markers =
+    gpu: cuda variant
+    tpu: xla variant
+"""
+
+CLAIMS = """
+import pytest
+import torch
+from dlclaims import stats
+
+SOURCE = "synthetic coin flips"
+PROTOCOL = {"smoke": {"flips": 300}, "full": {"flips": 3000}}
+
+@pytest.mark.parametrize("p", [0.3, 0.7])
+def test_coin(p, device, protocol, seed, claim):
+    heads = stats.accuracy(torch.rand(protocol["flips"]) < p)
+    claim.check(f"coin {p} lands heads at its rate", heads, holds=abs(heads.value - p) < 0.1,
+                threshold=f"within 10 points of {p}", paper=p, unit="%")
+    claim.control(f"coin {p} lands heads always", heads, holds=heads.value == 1.0, threshold="= 100 %", unit="%")
+    claim.record("seed", float(seed))
+
+def test_without_device(claim):
+    claim.record("a number", 42.0)
+"""
+
+
+@pytest.fixture
+def project(pytester):
+    """A pytester folder set up like the project: the plugin loaded by a conftest, markers registered."""
+    pytester.makeconftest('pytest_plugins = ["dlclaims.pytest_plugin"]')
+    pytester.makeini(MARKERS)
+    return pytester
+
+
+def run(pytester, *args):
+    """runpytest in-process; the plugin's module-level session handle is put back afterwards."""
+    outer_session = pytest_plugin._session_config
+    try:
+        return pytester.runpytest_inprocess(*args)
+    finally:
+        pytest_plugin._session_config = outer_session
+
+
+def test_bogus_scale_is_a_usage_error_listing_the_scales(project):
+    result = run(project, "--scale=bogus")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--scale*invalid choice*'bogus'*smoke*full*"])
+
+
+def test_gpu_selection_without_a_gpu_skips_everything_with_the_reason(project, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without GPUs
+    project.makepyfile(test_claims=CLAIMS)
+    result = run(project, "-m", "gpu", "-rs")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(skipped=2, deselected=5)
+    result.stdout.fnmatch_lines(["*cuda variant: no CUDA device*"])
+
+
+DATA_TEST = """
+from dlclaims import data
+
+def test_load_mnist():
+    data.load("mnist")
+"""
+
+
+def test_missing_data_folder_skips_naming_the_variable(project, monkeypatch):
+    monkeypatch.setenv("DLCLAIMS_DATA", "/nonexistent")
+    project.makepyfile(test_data=DATA_TEST)
+    result = run(project, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*data unavailable: DLCLAIMS_DATA=/nonexistent is not a directory*"])
+    assert run(project, "--require-data").ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_truncated_npz_is_an_error_naming_the_file(project, monkeypatch, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "mnist.npz"
+    np.savez(path, x_train=np.zeros((60, 28, 28), np.uint8), y_train=np.zeros(60, np.int64),
+             x_test=np.zeros((10, 28, 28), np.uint8), y_test=np.zeros(10, np.int64))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    monkeypatch.setenv("DLCLAIMS_DATA", str(folder))
+    project.makepyfile(test_data=DATA_TEST)
+    result = run(project)
+    result.assert_outcomes(failed=1)  # a damaged file is never a skip
+    result.stdout.fnmatch_lines([f"*DataCorrupt: {path} is unreadable*truncated or damaged*"])
+
+
+def comparable_records(report_dir) -> list[dict]:
+    records = json.loads((report_dir / "claims.json").read_text())["records"]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_reports_merged_from_two_workers_equal_the_serial_report(project):
+    project.makepyfile(test_claims=CLAIMS)
+    serial = run(project, "--report-dir", "serial", "-p", "no:randomly")
+    parallel = run(project, "-n", "2", "--report-dir", "parallel", "-p", "no:randomly")
+    for result in (serial, parallel):
+        result.assert_outcomes(passed=3, skipped=4)
+    records = comparable_records(project.path / "serial")
+    assert len(records) == 2 * 3 + 1
+    assert comparable_records(project.path / "parallel") == records
+
+
+BASELINE_TEST = """
+import os
+
+def test_numbers(baseline):
+    values = {"loss": 0.25, "curve": [1.0, 0.5, 0.25]}
+    if os.environ.get("ADD_KEY"):
+        values["accuracy"] = 0.75
+    if os.environ.get("DROP_KEY"):
+        del values["curve"]
+    baseline.check(values)
+"""
+
+
+def test_baseline_keys_must_match_in_both_directions(project, monkeypatch):
+    project.makepyfile(test_baseline=BASELINE_TEST)
+    created = run(project)
+    created.assert_outcomes(failed=1)  # the first run writes the file and says so
+    created.stdout.fnmatch_lines(["*File not found in data directory, created*"])
+    assert (project.path / "baselines/smoke/cpu/test_baseline/test_numbers.npz").is_file()
+    run(project).assert_outcomes(passed=1)
+
+    monkeypatch.setenv("ADD_KEY", "1")  # the test records a key the baseline lacks
+    added = run(project)
+    added.assert_outcomes(failed=1)
+    added.stdout.fnmatch_lines(["*New in obtained: ['accuracy']*"])
+
+    monkeypatch.delenv("ADD_KEY")
+    monkeypatch.setenv("DROP_KEY", "1")  # the baseline holds a key the test no longer records
+    dropped = run(project)
+    dropped.assert_outcomes(failed=1)
+    dropped.stdout.fnmatch_lines(["*Missing from obtained: ['curve']*"])
+
+    run(project, "--force-regen").assert_outcomes(failed=1)  # regenerating is explicit ...
+    run(project).assert_outcomes(passed=1)  # ... and then the new keys are the baseline
