@@ -2,12 +2,13 @@
 report merging under xdist, baselines."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from dlclaims import pytest_plugin
+from dlclaims import pytest_plugin, runtime
 
 pytest_plugins = ["pytester"]
 
@@ -40,20 +41,23 @@ def test_without_device(claim):
 
 
 @pytest.fixture
-def project(pytester):
-    """A pytester folder set up like the project: the plugin loaded by a conftest, markers registered."""
+def project(pytester, monkeypatch):
+    """A pytester folder set up like the project: the plugin loaded by a conftest, markers registered.
+
+    In-process runs see this process's environment: they must not take themselves for an xdist
+    worker of the outer run, and the GPU pin they apply is undone afterwards.
+    """
+    for name in ("PYTEST_XDIST_WORKER", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # records the original for the undo ...
+        monkeypatch.delenv(name)  # ... which also holds for a variable that was unset
     pytester.makeconftest('pytest_plugins = ["dlclaims.pytest_plugin"]')
     pytester.makeini(MARKERS)
     return pytester
 
 
 def run(pytester, *args):
-    """runpytest in-process; the plugin's module-level session handle is put back afterwards."""
-    outer_session = pytest_plugin._session_config
-    try:
-        return pytester.runpytest_inprocess(*args)
-    finally:
-        pytest_plugin._session_config = outer_session
+    """runpytest in-process (the plugin keeps its state per config, so nesting is safe)."""
+    return pytester.runpytest_inprocess(*args)
 
 
 def test_bogus_scale_is_a_usage_error_listing_the_scales(project):
@@ -62,13 +66,18 @@ def test_bogus_scale_is_a_usage_error_listing_the_scales(project):
     result.stderr.fnmatch_lines(["*--scale*invalid choice*'bogus'*smoke*full*"])
 
 
-def test_gpu_selection_without_a_gpu_skips_everything_with_the_reason(project, monkeypatch):
+@pytest.mark.parametrize("marker,reason", [("gpu", "cuda variant: no CUDA device"),
+                                           ("tpu", "xla variant: torch_xla is not installed")])
+def test_accelerator_selection_without_the_accelerator_skips_everything_with_the_reason(
+        project, monkeypatch, marker, reason):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without GPUs
+    if marker == "tpu" and runtime.unavailable_reason("xla") is None:
+        pytest.skip("torch_xla is installed here: the xla variants would run")
     project.makepyfile(test_claims=CLAIMS)
-    result = run(project, "-m", "gpu", "-rs")
+    result = run(project, "-m", marker, "-rs")
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=2, deselected=5)
-    result.stdout.fnmatch_lines(["*cuda variant: no CUDA device*"])
+    result.stdout.fnmatch_lines([f"*{reason}*"])
 
 
 DATA_TEST = """
@@ -107,15 +116,34 @@ def comparable_records(report_dir) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
-def test_reports_merged_from_two_workers_equal_the_serial_report(project):
-    project.makepyfile(test_claims=CLAIMS)
-    serial = run(project, "--report-dir", "serial", "-p", "no:randomly")
-    parallel = run(project, "-n", "2", "--report-dir", "parallel", "-p", "no:randomly")
+PINNING = """
+import os
+from pathlib import Path
+
+import pytest
+
+@pytest.mark.parametrize("case", range(4))
+def test_pinned_gpu(case):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "serial")
+    Path(os.environ["PINNED_OUT"], f"{worker}-{case}").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+"""
+
+
+def test_two_workers_merge_into_the_serial_report_and_get_one_gpu_each(project, monkeypatch, tmp_path):
+    project.makepyfile(test_claims=CLAIMS, test_pinning=PINNING)
+    monkeypatch.setenv(runtime.GPU_COUNT_ENV, "2")  # a fake 2-GPU machine: only the pinning sees it
+    monkeypatch.setenv("PINNED_OUT", str(tmp_path))
+    serial = run(project, "--report-dir", "serial")
+    parallel = run(project, "-n", "2", "--report-dir", "parallel")
     for result in (serial, parallel):
-        result.assert_outcomes(passed=3, skipped=4)
+        result.assert_outcomes(passed=3 + 4, skipped=4)
     records = comparable_records(project.path / "serial")
     assert len(records) == 2 * 3 + 1
     assert comparable_records(project.path / "parallel") == records
+
+    pinned = {p.name.split("-")[0]: p.read_text() for p in tmp_path.iterdir()}
+    assert pinned.pop("serial") == "unset"  # outside xdist nothing is pinned
+    assert pinned and all(gpu == worker[2:] for worker, gpu in pinned.items())  # gw<i> → GPU i
 
 
 BASELINE_TEST = """
@@ -142,13 +170,13 @@ def test_baseline_keys_must_match_in_both_directions(project, monkeypatch):
     monkeypatch.setenv("ADD_KEY", "1")  # the test records a key the baseline lacks
     added = run(project)
     added.assert_outcomes(failed=1)
-    added.stdout.fnmatch_lines(["*New in obtained: ['accuracy']*"])
+    added.stdout.fnmatch_lines(["*New in obtained: ?'accuracy'?"])
 
     monkeypatch.delenv("ADD_KEY")
     monkeypatch.setenv("DROP_KEY", "1")  # the baseline holds a key the test no longer records
     dropped = run(project)
     dropped.assert_outcomes(failed=1)
-    dropped.stdout.fnmatch_lines(["*Missing from obtained: ['curve']*"])
+    dropped.stdout.fnmatch_lines(["*Missing from obtained: ?'curve'?"])
 
     run(project, "--force-regen").assert_outcomes(failed=1)  # regenerating is explicit ...
     run(project).assert_outcomes(passed=1)  # ... and then the new keys are the baseline

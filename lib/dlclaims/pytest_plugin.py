@@ -46,6 +46,7 @@ def pytest_configure(config):
 
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
     config._dlclaims = {"records": [], "outcomes": {}}
+    config.pluginmanager.register(_Collector(config._dlclaims), f"dlclaims-collector-{id(config)}")
     # Progress of long runs (one line per N epochs) shows live at -v; quiet otherwise.
     if config.option.verbose > 0 and config.getoption("log_cli_level", None) is None:
         config.option.log_cli_level = "INFO"
@@ -174,32 +175,30 @@ def _data_unavailable_is_skip(item):
         pytest.skip(f"data unavailable: {exc}")
 
 
-def pytest_runtest_logreport(report):
-    """Runs on the controller (also for xdist workers' reports): gather outcomes and records."""
-    state = getattr(_session_config, "_dlclaims", None) if _session_config else None
-    if state is None:
-        return
-    outcome = state["outcomes"].setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
-    outcome["seconds"] += getattr(report, "duration", 0.0)
-    if hasattr(report, "wasxfail"):
-        outcome["outcome"] = "xfailed"
-        outcome["reason"] = report.wasxfail
-    elif report.failed:
-        outcome["outcome"] = "failed"
-        outcome["reason"] = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
-    elif report.skipped and report.when in ("setup", "call"):
-        outcome["outcome"] = "skipped"
-    for key, value in report.user_properties:
-        if key == _RECORDS_KEY:
-            state["records"].append((report.nodeid, value))
+class _Collector:
+    """Gathers one session's outcomes and claim records (xdist workers' reports included).
 
+    Registered per config rather than as module hooks, so a nested in-process pytest run
+    (pytester) never writes into the outer session's state.
+    """
 
-_session_config = None
+    def __init__(self, state: dict):
+        self.state = state
 
-
-def pytest_sessionstart(session):
-    global _session_config
-    _session_config = session.config
+    def pytest_runtest_logreport(self, report):
+        outcome = self.state["outcomes"].setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
+        outcome["seconds"] += getattr(report, "duration", 0.0)
+        if hasattr(report, "wasxfail"):
+            outcome["outcome"] = "xfailed"
+            outcome["reason"] = report.wasxfail
+        elif report.failed:
+            outcome["outcome"] = "failed"
+            outcome["reason"] = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+        elif report.skipped and report.when in ("setup", "call"):
+            outcome["outcome"] = "skipped"
+        for key, value in report.user_properties:
+            if key == _RECORDS_KEY:
+                self.state["records"].append((report.nodeid, value))
 
 
 def _final_records(state) -> list[dict]:
