@@ -22,6 +22,7 @@ loss".
 
 import math
 
+import pytest
 import torch
 from scipy.stats import norm
 
@@ -38,10 +39,17 @@ PROTOCOL = {
         "n_train": 1000,
         "n_test": 2000,
         "depth": 3, "width": 128,  # the paper's MLP is 3×800; narrower to fit the CPU budget
-        "budget": train.TrainConfig(epochs=40, batch_size=64, optimizer="adam", lr=1e-3),
+        "budget": train.TrainConfig(epochs=100, batch_size=64, optimizer="adam", lr=1e-3),  # paper: lr 1e-4
         "noise_levels": (0.2, 0.5),
         "segments": 1000,  # random pairs of test images for the midpoint test
         "random_train_max": 0.5,  # "far below 100 %": the IOC-MLP fits at most half the random labels
+        # A finding, not a pass: at this size the IOC-MLP memorises random labels too, only slower.
+        "random_labels_xfail": "smoke (n=1000, 3×128, 100 epochs): the IOC-MLP fits random labels too "
+                               "(~94 % train vs the twin's 100 % at ~75 epochs); the paper's effect is at "
+                               "CIFAR-10 scale (50k images, 3×800), not reproduced at n=1000",
+        "noisy_labels_xfail": "smoke (n=1000, 3×128): the IOC-MLP also fits the noisy labels (98 % train at "
+                              "p=0.2, 98 % at p=0.5); its gap is only ~1 point below the twin's (26.3 vs 27.1, "
+                              "50.1 vs 51.6 %), within the CI and within twin-vs-twin seed noise",
     },
     "full": {  # the paper's CIFAR-10 MLP (3×800, BatchNorm, Adam); needs all 50,000 images
         "dataset": "cifar10", "image_size": 32, "full_train_size": 50000,
@@ -52,6 +60,8 @@ PROTOCOL = {
         "noise_levels": (0.2, 0.3, 0.4, 0.5),
         "segments": 5000,
         "random_train_max": 0.5,
+        "random_labels_xfail": None,  # unverified here (needs a GPU and all 50,000 CIFAR-10 images)
+        "noisy_labels_xfail": None,
     },
 }
 
@@ -96,7 +106,7 @@ def gap_difference(train_hits_a, test_hits_a, train_hits_b, test_hits_b, level=s
     return stats.Estimate(value, value - half, value + half, int(d_train.size + d_test.size), "paired normal", level)
 
 
-def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, claim, baseline):
+def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, claim, baseline, request):
     x_train, y_train, x_test, _ = prepare(protocol, device, seed)
     random_labels, _ = data.corrupt_labels(y_train, 1.0, seed=seed + 1)
     ioc, ioc_history, ioc_hits = train_pair_member(True, x_train, random_labels, protocol, seed)
@@ -128,9 +138,6 @@ def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, clai
     claim.check(f"{tag}: twin memorises random labels (train accuracy)", twin_acc,
                 holds=twin_acc.value == 1.0, threshold="= 100 %", unit="%",
                 epochs_to_fit=twin_history.epochs_to_fit())
-    claim.check(f"{tag}: IOC-MLP's train accuracy on random labels stays far below 100 %", ioc_acc,
-                holds=ioc_acc.hi <= limit, threshold=f"CI upper ≤ {100 * limit:.0f} %", unit="%",
-                epochs=len(ioc_history.epochs))
     claim.control(f"{tag}: the twin's train accuracy on random labels stays far below 100 %", twin_acc,
                   holds=twin_acc.hi <= limit, threshold=f"CI upper ≤ {100 * limit:.0f} %", unit="%")
     baseline.check({"ioc_random_train": ioc_acc.value, "twin_random_train": twin_acc.value,
@@ -138,27 +145,34 @@ def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, clai
                     "ioc_violations": violations["ioc"].sum().item(),
                     "twin_violations": violations["twin"].sum().item(),
                     "ioc_train_loss": ioc_history.column("train_loss")})
+    if protocol["random_labels_xfail"]:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=protocol["random_labels_xfail"]))
+    claim.check(f"{tag}: IOC-MLP's train accuracy on random labels stays far below 100 %", ioc_acc,
+                holds=ioc_acc.hi <= limit, threshold=f"CI upper ≤ {100 * limit:.0f} %", unit="%",
+                epochs=len(ioc_history.epochs))
 
 
-def test_ioc_has_smaller_generalization_gap_under_label_noise(device, protocol, seed, claim, baseline):
+def test_ioc_has_smaller_generalization_gap_under_label_noise(device, protocol, seed, claim, baseline, request):
     x_train, y_train, x_test, y_test = prepare(protocol, device, seed)
     tag = f"MLP {protocol['depth']}×{protocol['width']} ELU+BN, {protocol['dataset']}, n={len(x_train)}"
-    numbers = {}
+    numbers, runs = {}, {}
     for p in protocol["noise_levels"]:
         noisy, _ = data.corrupt_labels(y_train, p, seed=seed + 1)
-        runs = {}
         for name, convex, run_seed in (("ioc", True, seed), ("twin", False, seed), ("twin2", False, seed + 7)):
             model, _, train_hits = train_pair_member(convex, x_train, noisy, protocol, run_seed)
             _, _, test_hits = train.evaluate(model, x_test, y_test)
-            runs[name] = (train_hits, test_hits)
+            runs[p, name] = (train_hits, test_hits)
             numbers[f"p{p}_{name}_train"] = float(train_hits.float().mean())
             numbers[f"p{p}_{name}_test"] = float(test_hits.float().mean())
-        gap = {name: numbers[f"p{p}_{name}_train"] - numbers[f"p{p}_{name}_test"] for name in runs}
-        delta = gap_difference(*runs["ioc"], *runs["twin"])
+    baseline.check(numbers)
+    if protocol["noisy_labels_xfail"]:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=protocol["noisy_labels_xfail"]))
+    for p in protocol["noise_levels"]:
+        gap = {name: numbers[f"p{p}_{name}_train"] - numbers[f"p{p}_{name}_test"] for name in ("ioc", "twin", "twin2")}
+        control = gap_difference(*runs[p, "twin2"], *runs[p, "twin"])
+        claim.control(f"{tag}, label noise p={p}: a second twin's generalisation gap − the twin's", control,
+                      holds=control.hi < 0, threshold="CI upper < 0", unit="%", twin2_gap=gap["twin2"])
+        delta = gap_difference(*runs[p, "ioc"], *runs[p, "twin"])
         claim.check(f"{tag}, label noise p={p}: IOC-MLP's generalisation gap − the twin's", delta,
                     holds=delta.hi < 0, threshold="CI upper < 0", unit="%",
                     ioc_gap=gap["ioc"], twin_gap=gap["twin"])
-        control = gap_difference(*runs["twin2"], *runs["twin"])
-        claim.control(f"{tag}, label noise p={p}: a second twin's generalisation gap − the twin's", control,
-                      holds=control.hi < 0, threshold="CI upper < 0", unit="%", twin2_gap=gap["twin2"])
-    baseline.check(numbers)
