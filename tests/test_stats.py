@@ -40,3 +40,18 @@ def test_bootstrap_difference_is_paired():
     b[:50] = False
     est = stats.difference_ci(a, b, seed=0)
     assert est.value == pytest.approx(0.1) and 0.07 < est.lo < est.hi < 0.13
+
+
+def test_class_permutation_interval_is_the_null_of_an_uninformed_predictor():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(10), 100)
+    # Predictions independent of the labels but grouped (a few clusters answer alike): the
+    # permutation range contains their accuracy and is wider than the binomial range.
+    clusters = rng.integers(0, 5, size=labels.size)
+    uninformed = rng.integers(0, 10, size=5)[clusters]
+    lo, hi = stats.class_permutation_interval(uninformed, labels, 0.99, seed=0)
+    blo, bhi = stats.chance_interval(labels.size, 10, 0.99)
+    assert lo <= np.mean(uninformed == labels) <= hi and hi - lo > bhi - blo
+    # A predictor that knows the labels is far outside it.
+    informed = np.where(rng.random(labels.size) < 0.9, labels, 0)
+    assert np.mean(informed == labels) > stats.class_permutation_interval(informed, labels, 0.99, seed=0)[1]
