@@ -68,19 +68,9 @@ PROTOCOL = {
 
 def prepare(protocol, device, seed):
     """Standardised, downsampled float images (train, test) and labels."""
-    full = data.load(protocol["dataset"], device=device)
-    if protocol["n_train"] is None:
-        data.require_train_size(full, protocol["full_train_size"])
-        split = full
-    else:
-        split = data.subset(full, protocol["n_train"], protocol["n_test"], seed)
-    mean, std = data.channel_stats(split.x_train)
-
-    def images(x):
-        x = data.to_float(x, mean, std)
-        return data.downsample(x, protocol["image_size"]) if x.shape[-1] != protocol["image_size"] else x
-
-    return images(split.x_train), split.y_train, images(split.x_test), split.y_test
+    return data.prepare(protocol["dataset"], device=device, seed=seed, n_train=protocol["n_train"],
+                        n_test=protocol["n_test"], train_size_required=protocol["full_train_size"],
+                        image_size=protocol["image_size"])
 
 
 def train_pair_member(convex: bool, x, y, protocol, seed):

@@ -51,25 +51,6 @@ ARCHITECTURES = {"1x512": dict(depth=1, width=512), "3x512": dict(depth=3, width
 FULL_TRAIN_SIZE = {"mnist": 60000, "cifar10": 50000}
 
 
-def prepare(name: str, spec: dict, protocol: dict, device, seed: int):
-    """Flattened-ready float images (train, test) and labels for one dataset of the protocol."""
-    full = data.load(name, device=device)
-    if protocol["n_train"] is None:
-        data.require_train_size(full, FULL_TRAIN_SIZE[name])
-        split = full
-    else:
-        split = data.subset(full, protocol["n_train"], protocol["n_test"], seed)
-    mean, std = data.channel_stats(split.x_train)
-
-    def images(x):
-        x = data.to_float(x, mean, std)
-        if spec["crop"]:
-            x = data.center_crop(x, spec["crop"])
-        return data.downsample(x, spec["image_size"]) if x.shape[-1] != spec["image_size"] else x
-
-    return images(split.x_train), split.y_train, images(split.x_test), split.y_test
-
-
 def fit_and_score(model, x_train, y_train, x_test, y_test, budget, seed):
     """Train, then (history, train accuracy, test accuracy Estimate, test predictions)."""
     history = train.fit(model, x_train, y_train, budget, seed=seed)
@@ -88,7 +69,9 @@ def chance_range(predictions, y_test, protocol, seed):
 def test_mlp_fits_random_labels(arch, device, protocol, seed, claim, baseline):
     numbers = {}
     for name, spec in protocol["datasets"].items():
-        x_train, y_train, x_test, y_test = prepare(name, spec, protocol, device, seed)
+        x_train, y_train, x_test, y_test = data.prepare(
+            name, device=device, seed=seed, n_train=protocol["n_train"], n_test=protocol["n_test"],
+            train_size_required=FULL_TRAIN_SIZE[name], image_size=spec["image_size"], crop=spec["crop"])
         in_features = x_train[0].numel()
         budget = protocol["budget"]
         random_labels, _ = data.corrupt_labels(y_train, 1.0, seed=seed + 1)

@@ -273,6 +273,42 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
+def prepare(
+    name: str,
+    *,
+    device,
+    seed: int,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    train_size_required: int | None = None,
+    image_size: int | None = None,
+    crop: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The usual claim input: (x_train, y_train, x_test, y_test) as float images standardised with
+    the training split's channel statistics, optionally center-cropped then area-downsampled.
+
+    `n_train`/`n_test` pick class-balanced subsets by `seed`; `n_train=None` takes every image,
+    and `train_size_required` (e.g. all 50,000 CIFAR-10 images) raises InsufficientData when the
+    file holds fewer.
+    """
+    full = load(name, device=device)
+    if n_train is None:
+        if train_size_required:
+            require_train_size(full, train_size_required)
+        split = full
+    else:
+        split = subset(full, n_train, n_test if n_test is not None else len(full.x_test), seed)
+    mean, std = channel_stats(split.x_train)
+
+    def images(x: torch.Tensor) -> torch.Tensor:
+        x = to_float(x, mean, std)
+        if crop:
+            x = center_crop(x, crop)
+        return downsample(x, image_size) if image_size and x.shape[-1] != image_size else x
+
+    return images(split.x_train), split.y_train, images(split.x_test), split.y_test
+
+
 def corrupt_labels(
     labels: torch.Tensor, p: float, seed: int, num_classes: int = NUM_CLASSES
 ) -> tuple[torch.Tensor, torch.Tensor]:
