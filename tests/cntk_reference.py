@@ -69,7 +69,6 @@ def _first_layer(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def self_variances(x: torch.Tensor, depth: int) -> list[torch.Tensor]:
     """diag Σ⁽ʰ⁾(x, x) for h = 0 … depth − 2: the normalisers of the pair recursion."""
-    x = torch.as_tensor(x, dtype=torch.float64)
     sigma = _first_layer(x, x)
     variances = []
     for h in range(1, depth):
@@ -84,10 +83,9 @@ def reference_pair(x: torch.Tensor, z: torch.Tensor, *, depth: int, pooling: str
                    kind: str = "ntk", variances_x=None, variances_z=None) -> float:
     """The kernel value of images x, z (C, H, W) in Arora et al.'s scale.
 
-    ``variances_*`` are `self_variances` of x and z, computed here when not given.
+    ``variances_*`` are `self_variances` of x and z, computed here when not given;
+    everything runs on the device of x and z.
     """
-    x = torch.as_tensor(x, dtype=torch.float64)
-    z = torch.as_tensor(z, dtype=torch.float64)
     variances_x = self_variances(x, depth) if variances_x is None else variances_x
     variances_z = self_variances(z, depth) if variances_z is None else variances_z
     sigma = _first_layer(x, z)
@@ -107,11 +105,11 @@ def neural_tangents_scale(channels: int, height: int, width: int, pooling: str) 
 
 
 def reference_cntk(x1, x2=None, *, depth: int, pooling: str, fix_first_layer: bool = False,
-                   fix_readout: bool = False, kind: str = "ntk") -> torch.Tensor:
-    """Kernel matrix in the engine's scale, one `reference_pair` call per entry."""
-    x1 = torch.as_tensor(x1, dtype=torch.float64)
+                   fix_readout: bool = False, kind: str = "ntk", device=None) -> torch.Tensor:
+    """Kernel matrix in the engine's scale, one `reference_pair` call per entry (CPU float64 out)."""
+    x1 = torch.as_tensor(x1, dtype=torch.float64, device=device)
     symmetric = x2 is None
-    x2 = x1 if symmetric else torch.as_tensor(x2, dtype=torch.float64)
+    x2 = x1 if symmetric else torch.as_tensor(x2, dtype=torch.float64, device=device)
     variances1 = [self_variances(x, depth) for x in x1]
     variances2 = variances1 if symmetric else [self_variances(z, depth) for z in x2]
     out = torch.empty(len(x1), len(x2), dtype=torch.float64)

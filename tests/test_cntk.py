@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -194,33 +197,33 @@ def test_out_of_memory_on_a_single_pair_is_raised(monkeypatch):
 GIB = 1 << 30
 
 
-def test_block_chooser_keeps_2000_gap_depth21_cifar_within_24_gib():
-    cpu = torch.device("cpu")
-    plan = memory_plan(2000, 2000, channels=3, positions_per_pair=1024**2, positions_per_image=1024,
-                       n_layers=20, n_depths=1, dtype=torch.float64, device=cpu)
-    # Without the CPU cache cap the memory budget is what binds: check it on CUDA sizing too.
-    for device in (cpu, torch.device("cuda")):
-        size = choose_block_size(plan, max_size=2000, device=device, positions_per_pair=1024**2,
-                                 memory_budget=24 * GIB)
-        assert size >= 1
-        assert plan.peak(size) <= 24 * GIB
-    cuda_size = choose_block_size(plan, max_size=2000, device=torch.device("cuda"),
-                                  positions_per_pair=1024**2, memory_budget=24 * GIB)
-    assert plan.peak(cuda_size + 1) > 24 * GIB  # the largest block that fits
+def _plan(n, *, pooling, side, n_layers, device="cpu"):
+    return memory_plan(n, n, channels=3, height=side, width=side, pooling=pooling,
+                       n_layers=n_layers, n_depths=1, dtype=torch.float64,
+                       device=torch.device(device))
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_block_chooser_keeps_2000_gap_depth21_cifar_within_24_gib(device_type):
+    """Sizing only (no CUDA needed): the largest block that fits, and it fits."""
+    plan = _plan(2000, pooling="gap", side=32, n_layers=20, device=device_type)
+    size = choose_block_size(plan, max_size=2000, device=torch.device(device_type),
+                             memory_budget=24 * GIB)
+    assert 1 <= size <= 2000
+    assert plan.peak(size) <= 24 * GIB
+    if device_type == "cuda":  # no cache cap there: the budget binds
+        assert plan.peak(size + 1) > 24 * GIB
 
 
 def test_block_chooser_refuses_when_one_pair_does_not_fit():
-    plan = memory_plan(10, 10, channels=3, positions_per_pair=1024**2, positions_per_image=1024,
-                       n_layers=20, n_depths=1, dtype=torch.float64, device=torch.device("cpu"))
+    plan = _plan(10, pooling="gap", side=32, n_layers=20)
     with pytest.raises(MemoryError, match="one image pair"):
-        choose_block_size(plan, max_size=10, device=torch.device("cpu"),
-                          positions_per_pair=1024**2, memory_budget=32 << 20)
+        choose_block_size(plan, max_size=10, device=torch.device("cpu"), memory_budget=1 << 20)
 
 
 def test_block_chooser_default_budget_uses_free_memory():
-    plan = memory_plan(100, 100, channels=3, positions_per_pair=64, positions_per_image=64,
-                       n_layers=4, n_depths=1, dtype=torch.float64, device=torch.device("cpu"))
-    size = choose_block_size(plan, max_size=100, device=torch.device("cpu"), positions_per_pair=64)
+    plan = _plan(100, pooling="flatten", side=8, n_layers=4)
+    size = choose_block_size(plan, max_size=100, device=torch.device("cpu"))
     assert 1 <= size <= 100
 
 
@@ -228,3 +231,56 @@ def test_integer_depth_returns_tensor_and_sequence_returns_dict():
     x = np.random.default_rng(0).standard_normal((2, 1, 4, 4))
     assert isinstance(cntk(x, depth=np.int64(3)), torch.Tensor)
     assert isinstance(cntk(x, depth=(3,)), dict)
+
+
+_PEAK_RSS_SCRIPT = """
+import sys, torch
+from dlclaims.cntk import cntk
+
+def status_kib(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field))
+
+torch.set_num_threads(1)
+n, side, block_size = (int(a) for a in sys.argv[1:])
+x = torch.randn(n, 3, side, side, dtype=torch.float64)
+cntk(x[:1], depth=2, pooling="flatten")  # warm-up: lazy initialisation, small buffers
+with open("/proc/self/clear_refs", "w") as clear_refs:
+    clear_refs.write("5")  # resets the peak resident set size (VmHWM) to the current one
+before = status_kib("VmRSS:")
+cntk(x, depth=3, pooling="flatten", block_size=block_size)
+print((status_kib("VmHWM:") - before) * 1024)
+"""
+
+
+def test_memory_plan_bounds_measured_peak():
+    """The per-pair workspace the block sizing plans with covers what a block really uses."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    n, side = 64, 32  # one 64 × 64 block of CNTK-V: 32 MiB per block-sized float64 buffer
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS_SCRIPT, str(n), str(side), str(n)],
+                         capture_output=True, text=True, check=True, env=os.environ)
+    grown = int(out.stdout.split()[-1])
+    plan = _plan(n, pooling="flatten", side=side, n_layers=2)
+    four_buffers = 4 * n * n * side * side * 8
+    assert four_buffers * 0.9 <= grown <= plan.peak(n), (grown, plan.peak(n))
+
+
+@pytest.mark.gpu
+def test_cuda_out_of_memory_is_recovered(caplog):
+    """A real CUDA OOM: ballast leaves ~512 MiB free, a 1 GiB block splits and succeeds."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (torch.cuda.is_available() is False)")
+    x = _images(32, 3, 32, 32, seed=11)  # GAP block of 32 × 32 pairs: 4 × 256 KiB per pair
+    expected = cntk(x, depth=3, pooling="gap", device="cuda", block_size=8)
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    ballast = torch.empty(free - (512 << 20), dtype=torch.uint8, device="cuda")
+    try:
+        with caplog.at_level(logging.WARNING, logger="dlclaims.cntk"):
+            actual = cntk(x, depth=3, pooling="gap", device="cuda", block_size=32)
+    finally:
+        del ballast
+        torch.cuda.empty_cache()
+    assert "out of memory" in caplog.text
+    torch.testing.assert_close(actual, expected, rtol=RTOL_ROUNDING, atol=0.0)

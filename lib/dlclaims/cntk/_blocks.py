@@ -10,16 +10,19 @@ from dataclasses import dataclass
 
 import torch
 
+from ._recursion import LAYOUTS
+
 logger = logging.getLogger("dlclaims.cntk")
 
-# Live tensors of one pair's position-pair size during a layer (Σ, Θ, P, θ, Σ² and the
-# window-sum temporaries peak at 6; the rest is headroom for allocator fragmentation).
+# The recursion holds 4 buffers of a block's largest offset class (Σ, Θ, two scratch; see
+# `block_kernels`): the peak resident size grows by 4.1 of them (measured in
+# tests/test_cntk.py); 8 leaves room for allocator slack between blocks of other shapes.
 WORKSPACE_TENSORS_PER_PAIR = 8
 # Share of the free memory a computation plans to use (the rest: other processes, caches).
 MEMORY_FRACTION = 0.5
-# On CPU, elementwise kernels slow down once operands leave the cache: per-launch tensors
-# of ~2^20 elements measured fastest on a 2-core EPYC (see docs of `choose_block_size`).
-CPU_ELEMENTS_PER_LAUNCH = 1 << 20
+# On CPU, elementwise kernels slow down once operands leave the cache: CNTK-V at 32×32 ran
+# fastest with 8–16 images per block edge (2^16–2^18 elements per launch) on a 2-core EPYC.
+CPU_ELEMENTS_PER_LAUNCH = 1 << 18
 
 
 def available_memory_bytes(device: torch.device) -> int:
@@ -39,48 +42,50 @@ def available_memory_bytes(device: torch.device) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """What one Gram computation keeps resident, in bytes, for a given block side."""
+    """What one kernel computation keeps resident, in bytes, as a function of the block side."""
 
-    per_pair: int  # workspace of one image pair during the recursion
+    per_pair: int  # recursion workspace of one image pair (its largest offset class)
     per_image: int  # one image plus its per-layer variance maps (rows and columns of a block)
     fixed: int  # inputs and outputs, independent of the block size
+    elements_per_pair: int  # elements of one pair in each elementwise launch
 
     def peak(self, block_size: int) -> int:
         return self.fixed + block_size * block_size * self.per_pair + 2 * block_size * self.per_image
 
 
-def memory_plan(n_rows: int, n_cols: int, *, channels: int, positions_per_pair: int,
-                positions_per_image: int, n_layers: int, n_depths: int,
-                dtype: torch.dtype, device: torch.device) -> MemoryPlan:
+def memory_plan(n_rows: int, n_cols: int, *, channels: int, height: int, width: int,
+                pooling: str, n_layers: int, n_depths: int, dtype: torch.dtype,
+                device: torch.device) -> MemoryPlan:
+    """The memory model `choose_block_size` sizes blocks with (see `WORKSPACE_TENSORS_PER_PAIR`)."""
     item = torch.empty((), dtype=dtype).element_size()
-    per_pair = WORKSPACE_TENSORS_PER_PAIR * positions_per_pair * item
-    per_image = (channels + 2 * n_layers) * positions_per_image * item
-    inputs = (n_rows + n_cols) * channels * positions_per_image * item
+    positions = LAYOUTS[pooling].band_positions(height, width)
+    per_image = (channels + 2 * n_layers) * height * width * item
+    inputs = (n_rows + n_cols) * channels * height * width * item
     outputs = n_depths * n_rows * n_cols * 8  # float64 results live on the host
-    fixed = inputs + (outputs if device.type == "cpu" else 0)
-    return MemoryPlan(per_pair=per_pair, per_image=per_image, fixed=fixed)
+    return MemoryPlan(per_pair=WORKSPACE_TENSORS_PER_PAIR * positions * item, per_image=per_image,
+                      fixed=inputs + (outputs if device.type == "cpu" else 0),
+                      elements_per_pair=positions)
 
 
 def choose_block_size(plan: MemoryPlan, *, max_size: int, device: torch.device,
-                      positions_per_pair: int, memory_budget: int | None = None) -> int:
+                      memory_budget: int | None = None) -> int:
     """Largest block side (images per block edge) whose peak memory fits the budget.
 
     The budget defaults to `MEMORY_FRACTION` of the free memory of ``device``. On CPU
-    the block is further capped at about `CPU_ELEMENTS_PER_LAUNCH` pair-positions per
+    the block is further capped at about `CPU_ELEMENTS_PER_LAUNCH` elements per
     elementwise launch, where throughput is best; CUDA takes the largest block that fits.
     Raises MemoryError when not even one pair fits.
     """
     budget = memory_budget if memory_budget is not None else int(
         MEMORY_FRACTION * available_memory_bytes(device))
-    room = budget - plan.fixed
-    if room < plan.peak(1) - plan.fixed:
+    if plan.peak(1) > budget:
         raise MemoryError(f"one image pair needs {plan.peak(1) / 2**30:.2f} GiB with the inputs "
                           f"and outputs, more than the {budget / 2**30:.2f} GiB budget")
-    size = max(1, math.isqrt(room // plan.per_pair))
+    size = max(1, math.isqrt((budget - plan.fixed) // plan.per_pair))
     while size > 1 and plan.peak(size) > budget:
         size -= 1
     if device.type == "cpu":
-        size = min(size, max(1, math.isqrt(CPU_ELEMENTS_PER_LAUNCH // positions_per_pair)))
+        size = min(size, max(1, math.isqrt(CPU_ELEMENTS_PER_LAUNCH // plan.elements_per_pair)))
     return max(1, min(size, max_size))
 
 
