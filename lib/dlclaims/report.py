@@ -73,3 +73,22 @@ def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
     if sources:
         lines += ["", "## Sources", ""] + [f"- {s}" for s in sources]
     return "\n".join(lines) + "\n"
+
+
+def summary_table(records: list[dict]) -> str:
+    """A compact markdown table of the asserted claims only (paper vs measured, verdict), for the README."""
+    lines = ["| claim | test | paper | ours [CI] | verdict |", "|---|---|---|---|---|"]
+    for r in _sorted(records):
+        if r["role"] != "claim":
+            continue
+        test = r.get("test", "").split("::")[-1]
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            r["statement"], f"`{test}`", format_value(r.get("paper"), r.get("unit", "")), format_measured(r),
+            r["verdict"])) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m dlclaims.report reports/claims.json → the README's claims table
+    import sys
+
+    print(summary_table(json.loads(Path(sys.argv[1]).read_text())["records"]), end="")
