@@ -180,3 +180,24 @@ def test_baseline_keys_must_match_in_both_directions(project, monkeypatch):
 
     run(project, "--force-regen").assert_outcomes(failed=1)  # regenerating is explicit ...
     run(project).assert_outcomes(passed=1)  # ... and then the new keys are the baseline
+
+
+def test_a_known_finding_is_reported_and_ends_as_xfail_after_the_other_checks(project):
+    project.makepyfile(test_finding='''
+        def test_claims(claim):
+            claim.check("holds", 1.0, holds=True, threshold="= 1")
+            claim.check("fails here", 0.2, holds=False, threshold="≥ 0.5", finding="measured 0.2-0.6 over seeds")
+            claim.check("still asserted", 0.0, holds=False, threshold="= 1")
+    ''')
+    result = run(project, "-p", "no:cacheprovider", "-rx")
+    result.assert_outcomes(failed=1)  # the later failure is not masked by the finding
+    project.makepyfile(test_finding='''
+        def test_claims(claim):
+            claim.check("holds", 1.0, holds=True, threshold="= 1")
+            claim.check("fails here", 0.2, holds=False, threshold="≥ 0.5", finding="measured 0.2-0.6 over seeds")
+    ''')
+    result = run(project, "-p", "no:cacheprovider", "-rx")
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(["*measured 0.2-0.6 over seeds; this run: NOT REPRODUCED: fails here*"])
+    report = (project.path / "reports" / "claims.md").read_text()
+    assert "not reproduced (known finding)" in report and "| reproduced |" in report

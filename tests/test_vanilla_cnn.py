@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from dlclaims.models.vanilla_cnn import VanillaCNN, empirical_ntk
 
@@ -32,7 +33,7 @@ def test_rejects_invalid_configurations():
 
 @pytest.mark.parametrize("pooling", ["flatten", "gap"])
 def test_standard_and_ntk_parameterisations_compute_the_same_function(pooling):
-    """Same variances, placed in the weights or in a multiplier: equal outputs for matched weights."""
+    """The same network: the scale in the weights or in a multiplier gives equal outputs for matched weights."""
     torch.manual_seed(0)
     ntk = VanillaCNN(2, depth=4, width=16, pooling=pooling, image_size=6, parameterization="ntk")
     standard = VanillaCNN(2, depth=4, width=16, pooling=pooling, image_size=6, parameterization="standard")
@@ -41,6 +42,19 @@ def test_standard_and_ntk_parameterisations_compute_the_same_function(pooling):
         dst.weight.data.copy_(src.weight.data * src.multiplier)
     x = torch.randn(3, 2, 6, 6)
     torch.testing.assert_close(standard(x), ntk(x), rtol=1e-5, atol=1e-6)
+
+
+def test_standard_parameterisation_initialises_as_keras_layers_do():
+    """"standard" is what a framework user gets: Keras' default Glorot-uniform weights, no multiplier."""
+    torch.manual_seed(0)
+    model = VanillaCNN(3, depth=3, width=8, image_size=4, parameterization="standard")
+    torch.manual_seed(0)
+    for layer in [*model.convs, model.readout]:
+        assert layer.multiplier == 1.0
+        reference = nn.init.xavier_uniform_(torch.empty(layer.weight.shape))
+        torch.testing.assert_close(layer.weight, reference, rtol=0, atol=0)
+        fan_in, fan_out = layer.weight[0].numel(), layer.weight[:, 0].numel()
+        assert float(layer.weight.abs().max()) <= (6 / (fan_in + fan_out)) ** 0.5
 
 
 def test_fix_flags_leave_the_first_layer_and_readout_untrained():

@@ -10,7 +10,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .record import CONTROL_FAILS, NOT_REPRODUCED, RECORDED, REPRODUCED, format_measured, format_value
+from .record import (CONTROL_FAILS, KNOWN_FINDING, NOT_REPRODUCED, RECORDED, REPRODUCED, format_measured,
+                     format_value)
 
 _ORDER = {"claim": 0, "control": 1, "record": 2}
 
@@ -48,7 +49,9 @@ def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
         f"torch {meta.get('torch')}, devices: {', '.join(meta.get('devices', [])) or '—'}, "
         f"written {meta.get('written')}.",
         "",
-        f"**{counts.get(REPRODUCED, 0)} reproduced, {counts.get(NOT_REPRODUCED, 0)} not reproduced**; "
+        f"**{counts.get(REPRODUCED, 0)} reproduced, "
+        f"{sum(v for k, v in counts.items() if k.startswith(NOT_REPRODUCED))} not reproduced** "
+        f"({counts.get(KNOWN_FINDING, 0)} of them known findings of the protocol); "
         f"{counts.get(CONTROL_FAILS, 0)} controls fail as they should; {counts.get(RECORDED, 0)} numbers recorded "
         f"without an assertion.",
         "",

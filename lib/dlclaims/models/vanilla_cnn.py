@@ -9,8 +9,11 @@ Parameterisations (neural-tangents' names):
   (convolutions: W_std = √2, fan_in = 9·C_in; readout: W_std = 1). As the width grows, the
   empirical NTK of this network converges to the CNTK at initialisation and stays there
   during training.
-* ``"standard"``: the same variances put into the weights, ``N(0, W_std² / fan_in)``, and no
-  multiplier: the same function at initialisation, a different gradient flow.
+* ``"standard"``: what a framework user gets — Keras' default Conv2D / Dense initialisation,
+  Glorot-uniform ``U(±√(6 / (fan_in + fan_out)))`` (variance 1/fan_in for equal widths), and no
+  multiplier. The seed's learning rates 0.1 / 1 / 10 are plain-SGD rates of such an ordinary
+  CNN. Measured alternatives: He variances (W_std = √2) make lr 0.1 unstable on CIFAR-10;
+  PyTorch's default (variance 1/(3·fan_in)) leaves depth 10 untrained and lr 1 stable on MNIST.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ class _ScaledLayer(nn.Module):
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-        scale = w_std / math.sqrt(fan_in)
         ntk = parameterization == "ntk"
-        self.weight = nn.Parameter(torch.randn(weight_shape) * (1.0 if ntk else scale))
-        self.multiplier = scale if ntk else 1.0
+        self.weight = nn.Parameter(
+            torch.randn(weight_shape) if ntk  # Keras' default (glorot_uniform) otherwise
+            else nn.init.xavier_uniform_(torch.empty(weight_shape)))
+        self.multiplier = w_std / math.sqrt(fan_in) if ntk else 1.0
 
 
 class ScaledConv3x3(_ScaledLayer):
