@@ -90,7 +90,7 @@ def test_load_mnist():
 
 def test_missing_data_folder_skips_naming_the_variable(project, monkeypatch):
     monkeypatch.setenv("DLCLAIMS_DATA", "/nonexistent")
-    project.makepyfile(test_data=DATA_TEST)
+    project.makepyfile(test_inner_data_load=DATA_TEST)
     result = run(project, "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*data unavailable: DLCLAIMS_DATA=/nonexistent is not a directory*"])
@@ -105,7 +105,7 @@ def test_truncated_npz_is_an_error_naming_the_file(project, monkeypatch, tmp_pat
              x_test=np.zeros((10, 28, 28), np.uint8), y_test=np.zeros(10, np.int64))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     monkeypatch.setenv("DLCLAIMS_DATA", str(folder))
-    project.makepyfile(test_data=DATA_TEST)
+    project.makepyfile(test_inner_data_load=DATA_TEST)
     result = run(project)
     result.assert_outcomes(failed=1)  # a damaged file is never a skip
     result.stdout.fnmatch_lines([f"*DataCorrupt: {path} is unreadable*truncated or damaged*"])

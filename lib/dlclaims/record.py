@@ -9,6 +9,7 @@ pytest-xdist workers to the controller in `user_properties`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,16 @@ class ClaimLog:
         return path
 
     def as_dicts(self) -> list[dict]:
-        return [{**self.context, **asdict(r), "figures": list(self.figures)} for r in self.records]
+        """Plain JSON values only (numpy/torch scalars and arrays converted): the records cross
+        process boundaries (xdist's execnet) and land in claims.json."""
+        records = [{**self.context, **asdict(r), "figures": list(self.figures)} for r in self.records]
+        return json.loads(json.dumps(records, default=_plain))
+
+
+def _plain(value):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
+        return value.tolist()
+    return str(value)
 
 
 def format_value(value, unit: str = "") -> str:
