@@ -110,26 +110,3 @@ class VanillaCNN(nn.Module):
         if not fix_readout:
             params.append(self.readout.weight)
         return params
-
-
-def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
-                  parameters: list[nn.Parameter] | None = None) -> torch.Tensor:
-    """Finite-width NTK ⟨∂f(x1)/∂θ, ∂f(x2)/∂θ⟩ over `parameters` (default: all), float64 on the CPU.
-
-    The kernels of all logits are averaged: each logit of a network with an NTK-parameterised
-    readout has the same infinite-width limit, so the average is a lower-variance estimate.
-    """
-    chosen = list(parameters if parameters is not None else model.parameters())
-    names = [name for name, p in model.named_parameters() if any(p is c for c in chosen)]
-    values = {name: p.detach() for name, p in model.named_parameters()}
-
-    def jacobian(x: torch.Tensor) -> torch.Tensor:  # (n, outputs, parameters)
-        def outputs(trained: dict) -> torch.Tensor:
-            return torch.func.functional_call(model, {**values, **trained}, (x,))
-
-        grads = torch.func.jacrev(outputs)({name: values[name] for name in names})
-        return torch.cat([g.flatten(2) for g in grads.values()], dim=2).double().cpu()
-
-    j1 = jacobian(x1)
-    j2 = j1 if x2 is None else jacobian(x2)
-    return torch.einsum("akp,bkp->ab", j1, j2) / j1.shape[1]
