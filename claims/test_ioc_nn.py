@@ -39,17 +39,21 @@ PROTOCOL = {
         "n_train": 1000,
         "n_test": 2000,
         "depth": 3, "width": 128,  # the paper's MLP is 3×800; narrower to fit the CPU budget
-        "budget": train.TrainConfig(epochs=100, batch_size=64, optimizer="adam", lr=1e-3),  # paper: lr 1e-4
+        # The twin fits random labels in 72-115 epochs (seed offsets 0-4; 100 was too few at offset 2,
+        # 99.1 %); 150 leaves it room, and the
+        # IOC-MLP, which never fits, gets the same 150.
+        "budget": train.TrainConfig(epochs=150, batch_size=64, optimizer="adam", lr=1e-3),  # paper: lr 1e-4
         "noise_levels": (0.2, 0.5),
         "segments": 1000,  # random pairs of test images for the midpoint test
         "random_train_max": 0.5,  # "far below 100 %": the IOC-MLP fits at most half the random labels
         # A finding, not a pass: at this size the IOC-MLP memorises random labels too, only slower.
-        "random_labels_xfail": "smoke (n=1000, 3×128, 100 epochs): the IOC-MLP fits random labels too "
-                               "(~94 % train vs the twin's 100 % at ~75 epochs); the paper's effect is at "
-                               "CIFAR-10 scale (50k images, 3×800), not reproduced at n=1000",
-        "noisy_labels_xfail": "smoke (n=1000, 3×128): the IOC-MLP also fits the noisy labels (98 % train at "
-                              "p=0.2, 98 % at p=0.5); its gap is only ~1 point below the twin's (26.3 vs 27.1, "
-                              "50.1 vs 51.6 %), within the CI and within twin-vs-twin seed noise",
+        "random_labels_xfail": "smoke (n=1000, 3×128, 150 epochs): the IOC-MLP fits random labels too "
+                               "(96.9-98.6 % train at seed offsets 0-4; the twin 100 % after 72-115 epochs); "
+                               "the paper's effect is at CIFAR-10 scale (50k images, 3×800), not reproduced "
+                               "at n=1000",
+        "noisy_labels_xfail": "smoke (n=1000, 3×128, 150 epochs): at p=0.2 the IOC-MLP's gap is 1.9-5.5 "
+                              "points *larger* than the twin's (offsets 0-4; offset 0: 29.0 vs 27.1 %), while "
+                              "a second twin differs from the twin by -1.6 to +4.0 points",
     },
     "full": {  # the paper's CIFAR-10 MLP (3×800, BatchNorm, Adam); needs all 50,000 images
         "dataset": "cifar10", "image_size": 32, "full_train_size": 50000,
