@@ -55,7 +55,7 @@ def test_standard_parameterisation_initialises_as_keras_layers_do():
         reference = nn.init.xavier_uniform_(torch.empty(layer.weight.shape))
         torch.testing.assert_close(layer.weight, reference, rtol=0, atol=0)
         fan_in, fan_out = layer.weight[0].numel(), layer.weight[:, 0].numel()
-        assert float(layer.weight.abs().max()) <= (6 / (fan_in + fan_out)) ** 0.5
+        assert float(layer.weight.detach().abs().max()) <= (6 / (fan_in + fan_out)) ** 0.5
 
 
 def test_fix_flags_leave_the_first_layer_and_readout_untrained():
