@@ -129,15 +129,13 @@ def split(name: str, device, seed: int, image_size: int, n_train: int, n_test: i
 def kernel_hits(x_train, label_sets, evaluation, depths, device, **kernel_options) -> list[dict]:
     """CNTK regression, all depths from one kernel pass: for each training label set,
     depth → [hits on each (x, y) of `evaluation`]."""
-    from dlclaims.cntk import cntk, kernel_regression
+    from dlclaims.cntk import cntk_predictions
 
-    k_train = cntk(x_train, depth=list(depths), device=device, **kernel_options)
-    k_eval = cntk(torch.cat([x for x, _ in evaluation]), x_train, depth=list(depths), device=device,
-                  **kernel_options)
     sizes = [len(y) for _, y in evaluation]
     y_eval = torch.cat([y for _, y in evaluation]).cpu()
-    return [{d: list((kernel_regression(k_train[d], labels.cpu(), k_eval[d]).predictions == y_eval).split(sizes))
-             for d in depths} for labels in label_sets]
+    predictions = cntk_predictions(x_train, label_sets, torch.cat([x for x, _ in evaluation]), depths,
+                                   device=device, **kernel_options)
+    return [{d: list((p == y_eval).split(sizes)) for d, p in by_depth.items()} for by_depth in predictions]
 
 
 def cnn_hits(model, x, y) -> torch.Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlclaims.cntk import SingularKernelError, cntk, kernel_regression
+from dlclaims.cntk import SingularKernelError, cntk, cntk_predictions, kernel_regression
 
 N_CLASSES = 4
 
@@ -34,6 +34,22 @@ def test_predicts_held_out_rows(data):
     result = kernel_regression(k[train, train], labels[train], k[test, train], ridge=1e-3,
                                num_classes=N_CLASSES)
     assert result.scores.shape == (3, N_CLASSES) and result.predictions.shape == (3,)
+    targets = torch.nn.functional.one_hot(torch.as_tensor(labels[train]), N_CLASSES).double() - 0.1
+    expected = k[test, train] @ torch.linalg.solve(k[train, train] + 1e-3 * torch.eye(9, dtype=torch.float64), targets)
+    torch.testing.assert_close(result.scores, expected, rtol=1e-10, atol=1e-12)
+    assert torch.equal(result.predictions, expected.argmax(dim=1))
+
+
+def test_cntk_predictions_match_kernel_then_regression_at_every_depth():
+    rng = np.random.default_rng(1)
+    x_train, x_test = rng.standard_normal((10, 2, 5, 5)), rng.standard_normal((4, 2, 5, 5))
+    label_sets = [rng.integers(0, N_CLASSES, size=10) for _ in range(2)]
+    predictions = cntk_predictions(x_train, label_sets, x_test, (3, 5), pooling="flatten")
+    for labels, by_depth in zip(label_sets, predictions):
+        assert sorted(by_depth) == [3, 5]
+        for d, p in by_depth.items():
+            expected = kernel_regression(cntk(x_train, depth=d), labels, cntk(x_test, x_train, depth=d)).predictions
+            assert torch.equal(p, expected)
 
 
 def test_singular_system_raises_clear_error(data):

@@ -1,12 +1,13 @@
 """Exact Convolutional Neural Tangent Kernels (Arora et al., 2019) and kernel regression.
 
 `cntk` computes CNTK-V ("flatten") and CNTK-GAP ("gap") NTK or NNGP Gram matrices of a
-ReLU CNN in neural-tangents' conventions; `kernel_regression` is the paper's classifier.
+ReLU CNN in neural-tangents' conventions; `kernel_regression` is the paper's classifier and
+`cntk_predictions` both together, every depth from one pass.
 """
 
 from ._blocks import MemoryPlan, Progress, choose_block_size, log_progress, memory_plan
 from ._engine import cntk
-from ._regression import KernelRegressionResult, SingularKernelError, kernel_regression
+from ._regression import KernelRegressionResult, SingularKernelError, cntk_predictions, kernel_regression
 
 __all__ = [
     "KernelRegressionResult",
@@ -15,6 +16,7 @@ __all__ = [
     "SingularKernelError",
     "choose_block_size",
     "cntk",
+    "cntk_predictions",
     "kernel_regression",
     "log_progress",
     "memory_plan",

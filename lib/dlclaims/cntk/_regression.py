@@ -54,3 +54,18 @@ def kernel_regression(k_train, y_train, k_test, ridge: float = 0.0,
     alpha = torch.cholesky_solve(targets, factor)
     scores = k_test @ alpha
     return KernelRegressionResult(scores=scores, predictions=scores.argmax(dim=1))
+
+
+def cntk_predictions(x_train, label_sets, x_test, depths, **cntk_options) -> list[dict[int, torch.Tensor]]:
+    """CNTK kernel regression at every depth from one kernel pass per side (depths are prefixes
+    of one recursion): for each training label set in `label_sets`, depth → test predictions.
+
+    `cntk_options` go to `cntk` (pooling, fix flags, device, dtype, ...).
+    """
+    from ._engine import cntk
+
+    depths = list(depths)
+    k_train = cntk(x_train, depth=depths, **cntk_options)
+    k_test = cntk(x_test, x_train, depth=depths, **cntk_options)
+    return [{d: kernel_regression(k_train[d], torch.as_tensor(labels).cpu(), k_test[d]).predictions for d in depths}
+            for labels in label_sets]
