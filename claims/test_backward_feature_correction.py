@@ -113,15 +113,8 @@ def prepare(name: str, protocol: dict, device, seed: int):
     """Standardised float images of a class-balanced subset, downsampled to the protocol's side."""
     if name not in protocol["datasets"]:
         pytest.skip(f"{name} is not in this scale's grid")
-    split = data.subset(data.load(name, device=device), protocol["n_train"], protocol["n_test"], seed)
-    mean, std = data.channel_stats(split.x_train)
-    side = protocol["datasets"][name]
-
-    def images(x):
-        x = data.to_float(x, mean, std)
-        return x if x.shape[-1] == side else data.downsample(x, side)
-
-    return images(split.x_train), split.y_train, images(split.x_test), split.y_test
+    return data.prepare(name, device=device, seed=seed, n_train=protocol["n_train"], n_test=protocol["n_test"],
+                        image_size=protocol["datasets"][name])
 
 
 def cell_seed(seed: int, cell: tuple[int, int], trial: int) -> int:
