@@ -18,12 +18,12 @@ comparison give every implementation the same cores, e.g. one each::
 from __future__ import annotations
 
 import os
-import platform
 
 import pytest
 import torch
 from cntk_reference import reference_cntk
 
+from dlclaims import runtime
 from dlclaims.cntk import cntk
 
 DEPTHS = (3, 11, 21)
@@ -60,19 +60,13 @@ def _images(n: int, seed: int) -> torch.Tensor:
                        generator=torch.Generator().manual_seed(seed))
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def _run(benchmark, fn, *, rounds: int, warmup_rounds: int, n_entries: int, device: torch.device,
          kernel: str, depth: int, implementation: str, dtype: str) -> None:
     benchmark.group = f"{kernel} depth {depth}"
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
     seconds = benchmark.stats.stats.min
     benchmark.extra_info.update(
-        entries_per_s=n_entries / seconds, n_entries=n_entries, device=_device_name(device),
+        entries_per_s=n_entries / seconds, n_entries=n_entries, device=runtime.device_name(device.type),
         device_type=device.type, dtype=dtype, kernel=kernel, depth=depth,
         implementation=implementation)
 
@@ -129,7 +123,7 @@ def test_neural_tangents(benchmark, kernel, depth):
         x2 = jax.numpy.asarray(_images(n2, 2).permute(0, 2, 3, 1).numpy())
         compiled = jax.jit(kernel_fn, static_argnames="get").lower(x1, x2, get="ntk").compile()
         jax_device = x1.devices().pop()
-        platform = "cuda" if jax_device.platform in ("gpu", "cuda") else jax_device.platform
+        jax_platform = "cuda" if jax_device.platform in ("gpu", "cuda") else jax_device.platform
         benchmark.group = f"{kernel} depth {depth}"
         benchmark.pedantic(lambda: compiled(x1, x2).block_until_ready(),
                            rounds=NEURAL_TANGENTS_ROUNDS[kernel],
@@ -137,6 +131,6 @@ def test_neural_tangents(benchmark, kernel, depth):
     seconds = benchmark.stats.stats.min
     benchmark.extra_info.update(
         entries_per_s=n1 * n2 / seconds, n_entries=n1 * n2,
-        device=f"{platform} ({jax_device.device_kind}, jax {jax.__version__})",
-        device_type=platform, dtype="float64", kernel=kernel, depth=depth,
+        device=f"{jax_platform} ({jax_device.device_kind}, jax {jax.__version__})",
+        device_type=jax_platform, dtype="float64", kernel=kernel, depth=depth,
         implementation="neural-tangents")
