@@ -397,7 +397,7 @@ def test_explicit_regularizers_do_not_prevent_memorization(device, protocol, see
         f"weight decay {protocol['weight_decay']:g}": (mlp_factory(split, protocol),
                                                        _with(budget, weight_decay=protocol["weight_decay"])),
     }
-    numbers = {"plain_true_test": plain.test.value}
+    numbers, runs = {"plain_true_test": plain.test.value}, {}
     for name, (make_model, regularized_budget) in regularizers.items():
         memorized = train_run(make_model, split.x_train, random_labels, regularized_budget, seed, test)
         claim.check(f"{tag} with {name}: random labels are fitted", memorized.train_accuracy,
@@ -411,12 +411,15 @@ def test_explicit_regularizers_do_not_prevent_memorization(device, protocol, see
                     regularized=true.test.value, plain=plain.test.value)
         numbers.update({f"{name}_random_train": memorized.train_accuracy, f"{name}_true_test": true.test.value,
                         f"{name}_random_epochs": len(memorized.history.epochs)})
+        runs[name] = memorized, true
     # Controls: a regulariser strong enough to stop the fit; a change (label randomisation) that is not "a few points".
     strong = _with(budget, weight_decay=protocol["strong_weight_decay"])
     control = train_run(mlp_factory(split, protocol), split.x_train, random_labels, strong, seed, test)
     claim.control(f"{tag} with weight decay {protocol['strong_weight_decay']:g}: random labels are fitted",
                   control.train_accuracy, holds=control.train_accuracy >= fitted, threshold=f"≥ {100 * fitted:g} %",
                   unit="%")
+    name = f"weight decay {protocol['weight_decay']:g}"
+    memorized, true = runs[name]
     randomization = stats.difference_ci(memorized.test_hits, true.test_hits, seed=seed)
     claim.control(f"{tag} with {name}: training on random instead of true labels changes test accuracy by a few "
                   "points at most", randomization, holds=-few <= randomization.lo and randomization.hi <= few,
