@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -18,11 +20,13 @@ from dlclaims.cntk import _engine
 
 RTOL_REFERENCE = 1e-10  # engine vs reference, float64, elementwise
 RTOL_ROUNDING = 1e-12  # same kernel computed through differently shaped batches
+RTOL_FLOAT32 = 2e-5  # float32 recursion vs float64, depth ≤ 11 (measured ≤ 3e-6)
 PSD_RTOL = 1e-8  # smallest eigenvalue ≥ −PSD_RTOL × largest
 N_REFERENCE_IMAGES = 3
 
 FIX_FLAGS = list(itertools.product([False, True], repeat=2))  # (fix_first_layer, fix_readout)
 POOLINGS = ("flatten", "gap")
+BACKENDS = ("torch", "fused")
 
 
 def _reference_cases():
@@ -50,86 +54,131 @@ def _supported(device):
     return device
 
 
-@pytest.mark.parametrize("depth,pooling,fix,channels,size", _reference_cases())
-def test_engine_equals_reference(device, depth, pooling, fix, channels, size):
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Every value test runs on the torch engine and on the fused kernel of the device."""
+    return request.param
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(depth, pooling, fix, channels, size, kind="ntk"):
     x = _images(N_REFERENCE_IMAGES, channels, *size, seed=depth)
     fix_first_layer, fix_readout = fix
-    expected = reference_cntk(x, depth=depth, pooling=pooling,
-                              fix_first_layer=fix_first_layer, fix_readout=fix_readout)
+    return x, reference_cntk(x, depth=depth, pooling=pooling, kind=kind,
+                             fix_first_layer=fix_first_layer, fix_readout=fix_readout)
+
+
+@pytest.mark.parametrize("depth,pooling,fix,channels,size", _reference_cases())
+def test_engine_equals_reference(device, backend, depth, pooling, fix, channels, size):
+    x, expected = _reference(depth, pooling, fix, channels, size)
+    fix_first_layer, fix_readout = fix
     actual = cntk(x, depth=depth, pooling=pooling, fix_first_layer=fix_first_layer,
-                  fix_readout=fix_readout, device=_supported(device))
+                  fix_readout=fix_readout, device=_supported(device), backend=backend)
     assert actual.dtype == torch.float64 and actual.device.type == "cpu"
     torch.testing.assert_close(actual, expected, rtol=RTOL_REFERENCE, atol=0.0)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_nngp_equals_reference(device, pooling):
-    x = _images(N_REFERENCE_IMAGES, 2, 7, 9)
-    expected = reference_cntk(x, depth=4, pooling=pooling, kind="nngp")
-    actual = cntk(x, depth=4, pooling=pooling, kind="nngp", device=_supported(device))
+def test_nngp_equals_reference(device, backend, pooling):
+    x, expected = _reference(4, pooling, (False, False), 2, (7, 9), kind="nngp")
+    actual = cntk(x, depth=4, pooling=pooling, kind="nngp", device=_supported(device),
+                  backend=backend)
     torch.testing.assert_close(actual, expected, rtol=RTOL_REFERENCE, atol=0.0)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_gram_is_symmetric_and_psd(device, pooling):
-    k = cntk(_images(12, 3, 8, 8), depth=5, pooling=pooling, device=_supported(device))
+def test_gram_is_symmetric_and_psd(device, backend, pooling):
+    k = cntk(_images(12, 3, 8, 8), depth=5, pooling=pooling, device=_supported(device),
+             backend=backend)
     assert torch.equal(k, k.T)
     eigenvalues = torch.linalg.eigvalsh(k)
     assert eigenvalues.min() >= -PSD_RTOL * eigenvalues.max()
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_cross_kernel_matches_gram_of_concatenation(device, pooling):
+def test_cross_kernel_matches_gram_of_concatenation(device, backend, pooling):
     a, b = _images(4, 2, 6, 7, seed=1), _images(3, 2, 6, 7, seed=2)
-    cross = cntk(a, b, depth=4, pooling=pooling, device=_supported(device))
-    gram = cntk(torch.cat([a, b]), depth=4, pooling=pooling, device=device)
+    cross = cntk(a, b, depth=4, pooling=pooling, device=_supported(device), backend=backend)
+    gram = cntk(torch.cat([a, b]), depth=4, pooling=pooling, device=device, backend=backend)
     torch.testing.assert_close(cross, gram[:4, 4:], rtol=RTOL_ROUNDING, atol=0.0)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("symmetric", [True, False], ids=["gram", "cross"])
-def test_block_size_does_not_change_result(device, pooling, symmetric):
+def test_block_size_does_not_change_result(device, backend, pooling, symmetric):
     x, z = _images(9, 3, 6, 6, seed=3), _images(7, 3, 6, 6, seed=4)
     other = None if symmetric else z
-    results = [cntk(x, other, depth=4, pooling=pooling, block_size=size, device=_supported(device))
+    results = [cntk(x, other, depth=4, pooling=pooling, block_size=size, device=_supported(device),
+                    backend=backend)
                for size in (1, 4, 9)]
     for result in results[1:]:
         torch.testing.assert_close(result, results[0], rtol=RTOL_ROUNDING, atol=0.0)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_depth_sweep_equals_single_depths(device, pooling):
+def test_depth_sweep_equals_single_depths(device, backend, pooling):
     x = _images(5, 3, 7, 7, seed=5)
-    sweep = cntk(x, depth=[5, 2, 3], pooling=pooling, device=_supported(device))
+    sweep = cntk(x, depth=[5, 2, 3], pooling=pooling, device=_supported(device), backend=backend)
     assert sorted(sweep) == [2, 3, 5]
     for depth, k in sweep.items():
-        torch.testing.assert_close(k, cntk(x, depth=depth, pooling=pooling, device=device),
+        torch.testing.assert_close(k, cntk(x, depth=depth, pooling=pooling, device=device,
+                                           backend=backend),
                                    rtol=RTOL_ROUNDING, atol=0.0)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_fixed_readout_is_ntk_minus_nngp(pooling):
+def test_fixed_readout_is_ntk_minus_nngp(backend, pooling):
     x = _images(4, 3, 6, 6, seed=6)
-    ntk, nngp, fixed = (cntk(x, depth=4, pooling=pooling, **kw)
+    ntk, nngp, fixed = (cntk(x, depth=4, pooling=pooling, backend=backend, **kw)
                         for kw in ({}, {"kind": "nngp"}, {"fix_readout": True}))
     torch.testing.assert_close(fixed, ntk - nngp, rtol=RTOL_ROUNDING, atol=0.0)
 
 
-def test_float32_recursion_is_close_to_float64(device):
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_float32_recursion_is_close_to_float64(device, backend, pooling):
+    """float32 recursion (the fused kernel's polynomial atan2 included) vs float64, at the
+    Arora sizes' depth range."""
     x = _images(6, 3, 8, 8, seed=7)
-    exact = cntk(x, depth=6, pooling="gap", device=_supported(device))
-    single = cntk(x, depth=6, pooling="gap", device=device, dtype=torch.float32)
-    assert single.dtype == torch.float64
-    torch.testing.assert_close(single, exact, rtol=1e-4, atol=0.0)
+    exact = cntk(x, depth=[3, 11], pooling=pooling, device=_supported(device), backend="torch")
+    single = cntk(x, depth=[3, 11], pooling=pooling, device=device, dtype=torch.float32,
+                  backend=backend)
+    for depth in exact:
+        assert single[depth].dtype == torch.float64
+        torch.testing.assert_close(single[depth], exact[depth], rtol=RTOL_FLOAT32, atol=0.0)
 
 
-def test_numpy_input_and_zero_windows():
+def test_fused_float32_self_pairs_are_exact():
+    """θ is exactly 0 for an image paired with itself: with J = π·Σ at every layer, the NNGP
+    diagonal is the pooled variance map; a √ε angle error would move it by ~1e-4."""
+    from dlclaims.cntk import _fused_cpu
+
+    x = _images(5, 3, 9, 9, seed=12).float()
+    nngp = cntk(x, depth=4, kind="nngp", dtype=torch.float32, backend="fused", device="cpu")
+    maps = torch.from_numpy(_fused_cpu.self_variances(x, 3))  # layers 1..3
+    pi32 = torch.tensor(math.pi, dtype=torch.float32)
+    j_last = (pi32 * maps[:, 2]).double()  # J = √P·sin θ + (π − θ)Σ with θ = 0, in float32
+    expected = j_last.sum(dim=(1, 2)) / (2 * math.pi * 81)
+    torch.testing.assert_close(nngp.diagonal(), expected, rtol=1e-13, atol=0.0)
+
+
+def test_numpy_input_and_zero_windows(backend):
     """Numpy input; an all-zero image (zero variance everywhere) gives 0, not NaN."""
     x = _images(3, 1, 6, 6, seed=8).numpy()
     x[1] = 0.0
-    k = cntk(x, depth=3, pooling="gap")
-    assert torch.isfinite(k).all()
-    assert torch.equal(k[1], torch.zeros(3, dtype=torch.float64))
+    for dtype in (torch.float64, torch.float32):
+        k = cntk(x, depth=3, pooling="gap", backend=backend, dtype=dtype)
+        assert torch.isfinite(k).all()
+        assert torch.equal(k[1], torch.zeros(3, dtype=torch.float64))
+
+
+def test_backend_choice():
+    x = _images(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="backend"):
+        cntk(x, depth=3, backend="cuda-graphs")
+    with pytest.raises(ValueError, match="no fused CNTK kernel for meta"):
+        cntk(x, depth=3, backend="fused", device="meta")
+    assert _engine._backend("auto", torch.device("cpu")) == "fused-cpu"
+    assert _engine._backend("torch", torch.device("cpu")) == "torch"
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -167,7 +216,7 @@ def test_out_of_memory_splits_blocks_and_keeps_result(monkeypatch, caplog, symme
     """A block that runs out of memory is retried in quarters; the result is unchanged."""
     x, z = _images(7, 2, 5, 5, seed=9), _images(6, 2, 5, 5, seed=10)
     other = None if symmetric else z
-    expected = cntk(x, other, depth=4, pooling="gap", block_size=1)
+    expected = cntk(x, other, depth=4, pooling="gap", block_size=1, backend="torch")
     real = _engine.block_kernels
     attempts = []
 
@@ -179,7 +228,7 @@ def test_out_of_memory_splits_blocks_and_keeps_result(monkeypatch, caplog, symme
 
     monkeypatch.setattr(_engine, "block_kernels", fails_above_four_pairs)
     with caplog.at_level(logging.WARNING, logger="dlclaims.cntk"):
-        actual = cntk(x, other, depth=4, pooling="gap", block_size=6)
+        actual = cntk(x, other, depth=4, pooling="gap", block_size=6, backend="torch")
     torch.testing.assert_close(actual, expected, rtol=RTOL_ROUNDING, atol=0.0)
     assert "out of memory" in caplog.text
     assert attempts.count(36) == 1  # after the first failure, big blocks are split up front
@@ -191,7 +240,7 @@ def test_out_of_memory_on_a_single_pair_is_raised(monkeypatch):
 
     monkeypatch.setattr(_engine, "block_kernels", always_fails)
     with pytest.raises(torch.OutOfMemoryError):
-        cntk(_images(3, 1, 4, 4), depth=3, block_size=2)
+        cntk(_images(3, 1, 4, 4), depth=3, block_size=2, backend="torch")
 
 
 GIB = 1 << 30
@@ -244,11 +293,11 @@ def status_kib(field):
 torch.set_num_threads(1)
 n, side, block_size = (int(a) for a in sys.argv[1:])
 x = torch.randn(n, 3, side, side, dtype=torch.float64)
-cntk(x[:1], depth=2, pooling="flatten")  # warm-up: lazy initialisation, small buffers
+cntk(x[:1], depth=2, pooling="flatten", backend="torch")  # warm-up: lazy init, small buffers
 with open("/proc/self/clear_refs", "w") as clear_refs:
     clear_refs.write("5")  # resets the peak resident set size (VmHWM) to the current one
 before = status_kib("VmRSS:")
-cntk(x, depth=3, pooling="flatten", block_size=block_size)
+cntk(x, depth=3, pooling="flatten", block_size=block_size, backend="torch")
 print((status_kib("VmHWM:") - before) * 1024)
 """
 
@@ -272,13 +321,14 @@ def test_cuda_out_of_memory_is_recovered(caplog):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device (torch.cuda.is_available() is False)")
     x = _images(32, 3, 32, 32, seed=11)  # GAP block of 32 × 32 pairs: 4 × 256 KiB per pair
-    expected = cntk(x, depth=3, pooling="gap", device="cuda", block_size=8)
+    expected = cntk(x, depth=3, pooling="gap", device="cuda", block_size=8, backend="torch")
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info()
     ballast = torch.empty(free - (512 << 20), dtype=torch.uint8, device="cuda")
     try:
         with caplog.at_level(logging.WARNING, logger="dlclaims.cntk"):
-            actual = cntk(x, depth=3, pooling="gap", device="cuda", block_size=32)
+            actual = cntk(x, depth=3, pooling="gap", device="cuda", block_size=32,
+                          backend="torch")
     finally:
         del ballast
         torch.cuda.empty_cache()

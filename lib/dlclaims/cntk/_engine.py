@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from . import _blocks
-from ._recursion import LAYOUTS, block_kernels, self_variances
+from ._recursion import _READOUT_SCALE, LAYOUTS, block_kernels, self_variances
 
 KINDS = ("ntk", "nngp")
+BACKENDS = ("auto", "torch", "fused")
+# Image pairs per block of the fused kernels: ~1 s of work per block on one CPU core at
+# 32×32 (progress granularity), and enough pairs to keep every thread busy.
+FUSED_PAIRS_PER_BLOCK = {"flatten": 1 << 16, "gap": 64}
 
 
 def cntk(x1, x2=None, *, depth: int | Sequence[int], pooling: str = "flatten",
@@ -19,7 +24,8 @@ def cntk(x1, x2=None, *, depth: int | Sequence[int], pooling: str = "flatten",
          device: str | torch.device | None = None, dtype: torch.dtype = torch.float64,
          block_size: int | None = None,
          progress: bool | _blocks.ProgressCallback = False,
-         memory_budget: int | None = None) -> torch.Tensor | dict[int, torch.Tensor]:
+         memory_budget: int | None = None,
+         backend: str = "auto") -> torch.Tensor | dict[int, torch.Tensor]:
     """Exact Convolutional NTK (or NNGP) between two sets of images.
 
     The network, in neural-tangents' NTK parameterisation::
@@ -76,6 +82,12 @@ def cntk(x1, x2=None, *, depth: int | Sequence[int], pooling: str = "flatten",
         progress: True logs pairs done and the ETA to the "dlclaims.cntk" logger; a
             callable receives a `Progress` after each block.
         memory_budget: bytes the block sizing may plan for, instead of the default.
+        backend: "torch" is the eager engine below (the readable reference, any device);
+            "fused" runs all layers of one offset class of one pair in cache — numba on
+            CPU (`_fused_cpu`), Triton on CUDA (`_fused_triton`); in float32 its atan2
+            is a polynomial accurate to float32 rounding, in float64 it is libm's.
+            "auto" (default) is "fused" where a fused kernel exists, else "torch". Both
+            give the same values up to rounding; self-pairs are exact in both.
 
     Returns:
         float64 CPU tensor (len(x1), len(x2 or x1)), or a dict depth → tensor when
@@ -92,6 +104,7 @@ def cntk(x1, x2=None, *, depth: int | Sequence[int], pooling: str = "flatten",
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     layout = LAYOUTS[pooling]
     device = _device(device)
+    backend = _backend(backend, device)
     symmetric = x2 is None
     rows = _images(x1, "x1", dtype, device)
     cols = rows if symmetric else _images(x2, "x2", dtype, device)
@@ -101,6 +114,17 @@ def cntk(x1, x2=None, *, depth: int | Sequence[int], pooling: str = "flatten",
     n_rows, n_cols = len(rows), len(cols)
     channels, height, width = rows.shape[1:]
     n_layers = max(depths) - 1
+
+    if backend != "torch":
+        if block_size is None:
+            block_size = max(1, math.isqrt(FUSED_PAIRS_PER_BLOCK[pooling]))
+        elif block_size < 1:
+            raise ValueError(f"block_size must be ≥ 1, got {block_size}")
+        kernels = _fused_kernels(backend, rows, cols, symmetric=symmetric, layout=layout,
+                                 depths=depths, kind=kind, fix_first_layer=fix_first_layer,
+                                 fix_readout=fix_readout, block_size=block_size,
+                                 progress=progress)
+        return kernels[depths[0]] if isinstance(depth, (int, np.integer)) else kernels
 
     if block_size is None:
         plan = _blocks.memory_plan(n_rows, n_cols, channels=channels, height=height, width=width,
@@ -141,6 +165,72 @@ def cntk(x1, x2=None, *, depth: int | Sequence[int], pooling: str = "flatten",
         for d, k in results.items():
             results[d] = torch.triu(k) + torch.triu(k, diagonal=1).T
     return results[depths[0]] if isinstance(depth, (int, np.integer)) else results
+
+
+def _fused_kernels(backend: str, rows: torch.Tensor, cols: torch.Tensor, *, symmetric: bool,
+                   layout, depths: tuple[int, ...], kind: str, fix_first_layer: bool,
+                   fix_readout: bool, block_size: int,
+                   progress: bool | _blocks.ProgressCallback) -> dict[int, torch.Tensor]:
+    """The fused kernels over the same blocks and progress reports as the torch engine.
+
+    Each block hands its list of pairs to the kernel; a symmetric block on the diagonal
+    lists only its upper triangle, so every pair of a Gram matrix is computed once.
+    """
+    if backend == "fused-cpu":
+        from . import _fused_cpu as fused
+    else:
+        from . import _fused_triton as fused
+    n_rows, n_cols = len(rows), len(cols)
+    _, _, height, width = rows.shape
+    n_layers = max(depths) - 1
+    row_maps = fused.self_variances(rows, n_layers)
+    col_maps = row_maps if symmetric else fused.self_variances(cols, n_layers)
+    scale = _READOUT_SCALE / layout.pooled_positions(height, width)
+    # NNGP = pool(Σ̂); NTK = pool(Θ̂) + pool(Σ̂), without pool(Σ̂) when the readout is fixed.
+    readout_term = 0.0 if (kind == "ntk" and fix_readout) else 1.0
+    results = {d: torch.zeros((n_rows, n_cols), dtype=torch.float64) for d in depths}
+
+    def compute(block: _blocks.Block) -> None:
+        r = torch.arange(block.row_start, block.row_stop)
+        c = torch.arange(block.col_start, block.col_stop)
+        pair_rows, pair_cols = (g.reshape(-1) for g in torch.meshgrid(r, c, indexing="ij"))
+        if symmetric and block.row_start == block.col_start:
+            upper = pair_rows <= pair_cols
+            pair_rows, pair_cols = pair_rows[upper], pair_cols[upper]
+        sums = fused.pair_sums(rows, cols, row_maps, col_maps, pair_rows, pair_cols,
+                               depths=depths, full_spatial=layout.full_spatial,
+                               fix_first_layer=fix_first_layer, with_ntk=kind == "ntk")
+        for k, d in enumerate(depths):
+            values = (readout_term * sums[:, k, 0] + sums[:, k, 1]) * scale
+            results[d][pair_rows, pair_cols] = values
+            if symmetric:
+                results[d][pair_cols, pair_rows] = values
+
+    on_progress = _blocks.log_progress() if progress is True else (progress or None)
+    _blocks.run_blocks(_blocks.tile(n_rows, n_cols, block_size, symmetric), compute,
+                       symmetric=symmetric, on_progress=on_progress,
+                       empty_cache=_empty_cache_fn(rows.device))
+    return results
+
+
+def _backend(backend: str, device: torch.device) -> str:
+    """"torch", "fused-cpu" or "fused-triton" for ``backend`` on ``device``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    fused = {"cpu": ("fused-cpu", "numba"), "cuda": ("fused-triton", "triton")}.get(device.type)
+    reason = f"no fused CNTK kernel for {device.type}" if fused is None else None
+    if fused is not None:
+        try:
+            __import__(fused[1])
+        except ImportError as error:
+            reason = f"the fused {device.type} kernel needs {fused[1]} ({error})"
+    if reason is None:
+        return fused[0]
+    if backend == "fused":
+        raise ValueError(reason)
+    return "torch"
 
 
 def _depths(depth) -> tuple[int, ...]:
