@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlclaims import pytest_plugin, runtime
+from dlclaims import runtime
 
 pytest_plugins = ["pytester"]
 
@@ -149,37 +149,106 @@ def test_two_workers_merge_into_the_serial_report_and_get_one_gpu_each(project, 
 BASELINE_TEST = """
 import os
 
-def test_numbers(baseline):
-    values = {"loss": 0.25, "curve": [1.0, 0.5, 0.25]}
+import pytest
+
+from dlclaims.baselines import binomial, exact
+
+def test_numbers(baseline, claim):
+    accuracy = 0.75 + float(os.environ.get("SHIFT", "0"))
+    values = {"accuracy": binomial(accuracy, 10_000, "test accuracy"), "sizes": exact([3, 2, 1], "sizes")}
     if os.environ.get("ADD_KEY"):
-        values["accuracy"] = 0.75
+        values["epochs"] = exact(7, "a count")
     if os.environ.get("DROP_KEY"):
-        del values["curve"]
+        del values["sizes"]
     baseline.check(values)
+    claim.check("accuracy ≥ 70 %", accuracy, holds=accuracy >= float(os.environ.get("CLAIM_MIN", "0.7")),
+                threshold="≥ 70 %")
+    if os.environ.get("XFAIL"):
+        pytest.xfail("a claim that is expected to fail")
 """
 
 
-def test_baseline_keys_must_match_in_both_directions(project, monkeypatch):
+def baseline_records(project) -> list[dict]:
+    records = json.loads((project.path / "reports" / "claims.json").read_text())["records"]
+    return [r for r in records if r["role"] == "baseline"]
+
+
+def test_baselines_are_written_then_compared_and_keys_must_match_in_both_directions(project, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
     project.makepyfile(test_baseline=BASELINE_TEST)
     created = run(project)
-    created.assert_outcomes(failed=1)  # the first run writes the file and says so
-    created.stdout.fnmatch_lines(["*File not found in data directory, created*"])
-    assert (project.path / "baselines/smoke/cpu/test_baseline/test_numbers.npz").is_file()
-    run(project).assert_outcomes(passed=1)
+    created.assert_outcomes(passed=1)  # the first run writes the file and its fingerprint, and says so
+    created.stdout.fnmatch_lines(["*baselines: 0 compared exactly*1 written*"])
+    folder = project.path / "baselines/smoke/cpu/test_baseline"
+    assert (folder / "test_numbers.npz").is_file() and (folder / "test_numbers.fingerprint.json").is_file()
+    exact = run(project)
+    exact.assert_outcomes(passed=1)
+    exact.stdout.fnmatch_lines(["*baselines: 1 compared exactly (same code path), 0 within tolerance*"])
 
     monkeypatch.setenv("ADD_KEY", "1")  # the test records a key the baseline lacks
     added = run(project)
     added.assert_outcomes(failed=1)
-    added.stdout.fnmatch_lines(["*New in obtained: ?'accuracy'?"])
+    added.stdout.fnmatch_lines(["*new in this run (not in the baseline): epochs*"])
 
     monkeypatch.delenv("ADD_KEY")
     monkeypatch.setenv("DROP_KEY", "1")  # the baseline holds a key the test no longer records
     dropped = run(project)
     dropped.assert_outcomes(failed=1)
-    dropped.stdout.fnmatch_lines(["*Missing from obtained: ?'curve'?"])
+    dropped.stdout.fnmatch_lines(["*missing from this run (in the baseline): sizes*"])
 
-    run(project, "--force-regen").assert_outcomes(failed=1)  # regenerating is explicit ...
+    run(project, "--regen-baselines").assert_outcomes(passed=1)  # regenerating is explicit ...
     run(project).assert_outcomes(passed=1)  # ... and then the new keys are the baseline
+
+
+def test_another_code_path_compares_by_tolerance_and_a_wrong_number_still_fails(project, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    project.makepyfile(test_baseline=BASELINE_TEST)
+    run(project).assert_outcomes(passed=1)
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")  # part of the fingerprint: another BLAS code path
+    monkeypatch.setenv("SHIFT", "0.01")  # one binomial-scale point: another draw of a trained model
+    tolerant = run(project)
+    tolerant.assert_outcomes(passed=1)
+    tolerant.stdout.fnmatch_lines(["*0 compared exactly (same code path), 1 within tolerance*env MKL_CBWR)*"])
+    for cbwr in ("COMPATIBLE", ""):  # 5 points on 10,000 images fails on either code path
+        monkeypatch.setenv("MKL_CBWR", cbwr) if cbwr else monkeypatch.delenv("MKL_CBWR")
+        monkeypatch.setenv("SHIFT", "0.05")
+        wrong = run(project)
+        wrong.assert_outcomes(failed=1)
+        wrong.stdout.fnmatch_lines(["*BASELINE MISMATCH: test_baseline/test_numbers.npz*",
+                                    "*accuracy (test accuracy*1/1 differ*"])
+
+
+def test_a_baseline_mismatch_never_hides_a_claim(project, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    project.makepyfile(test_baseline=BASELINE_TEST)
+    run(project).assert_outcomes(passed=1)
+    monkeypatch.setenv("SHIFT", "-0.10")  # both the claim (≥ 70 %) and the baseline fail
+    monkeypatch.setenv("CLAIM_MIN", "0.7")
+    both = run(project)
+    both.assert_outcomes(failed=1)
+    both.stdout.fnmatch_lines(["*NOT REPRODUCED: accuracy ≥ 70 %*"])  # the claim's failure is the test's
+    records = json.loads((project.path / "reports" / "claims.json").read_text())["records"]
+    assert [r["verdict"] for r in records] == ["not reproduced", "BASELINE MISMATCH"]  # ... both reported
+
+    monkeypatch.setenv("CLAIM_MIN", "0.5")  # the claim holds, the baseline does not: fails after the claim
+    after = run(project)
+    after.assert_outcomes(failed=1)
+    records = json.loads((project.path / "reports" / "claims.json").read_text())["records"]
+    assert [r["verdict"] for r in records] == ["reproduced", "BASELINE MISMATCH"]
+
+    monkeypatch.setenv("XFAIL", "1")  # an xfail covers its claim, never a baseline mismatch
+    covered = run(project)
+    covered.assert_outcomes(failed=1)
+    covered.stdout.fnmatch_lines(["*xfail covers its claim, not this baseline mismatch*"])
+
+
+def test_ci_requires_committed_cpu_baselines(project, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    project.makepyfile(test_baseline=BASELINE_TEST)
+    missing = run(project)
+    missing.assert_outcomes(failed=1)
+    missing.stdout.fnmatch_lines(["*BASELINE MISSING*no baseline for cpu is committed*"])
 
 
 def test_a_known_finding_is_reported_and_ends_as_xfail_after_the_other_checks(project):

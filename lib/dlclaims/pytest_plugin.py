@@ -1,6 +1,6 @@
 """The dlclaims pytest plugin: options, thin fixtures and hooks. The work lives in the library.
 
-Options: --scale {smoke,full}, --seed-offset N, --require-data, --report-dir DIR.
+Options: --scale {smoke,full}, --seed-offset N, --require-data, --report-dir DIR, --regen-baselines.
 Fixtures: device (cpu / cuda[gpu] / xla[tpu] variants), scale, protocol, seed, claim, baseline.
 Hooks: GPU pinning per xdist worker, seeding, data-unavailable → skip, claim records
 gathered from workers and written to reports/claims.{md,json} at the end of the session.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from . import runtime
+from . import baselines, runtime
 from .data import DataUnavailable
-from .record import NOT_REPRODUCED, ClaimLog
+from .record import BASELINE, NOT_REPRODUCED, ClaimLog
 
 SCALES = ("smoke", "full")
 DEVICES_ENV = "DLCLAIMS_DEVICES"  # e.g. "cpu" to instantiate only CPU variants
@@ -34,6 +34,9 @@ def pytest_addoption(parser):
     group.addoption("--require-data", action="store_true",
                     help="missing datasets are errors instead of skips")
     group.addoption("--report-dir", default="reports", help="where claims.md, claims.json and figures go")
+    group.addoption("--regen-baselines", action="store_true",
+                    help="rewrite the regression baselines (and their code-path fingerprints) of the tests run; "
+                         "review the diff and commit it")
 
 
 def pytest_configure(config):
@@ -164,11 +167,33 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    result = yield from _data_unavailable_is_skip(item)
+    try:
+        result = yield from _data_unavailable_is_skip(item)
+    except (pytest.skip.Exception, KeyboardInterrupt):
+        raise
+    except BaseException:  # a claim failed: its baseline is still compared and reported beside it
+        _compare_baseline(item)
+        raise
+    outcome = _compare_baseline(item)
     log = getattr(item, "_dlclaims_log", None)
-    if log is not None and log.findings:  # everything else held: end as xfail naming the findings
-        pytest.xfail(" | ".join(log.findings))
+    findings = log.findings if log is not None else []
+    if outcome is not None and not outcome.ok:  # every claim held (or is a finding): now the baseline
+        pytest.fail(outcome.message() + "".join(f"\nknown finding: {f}" for f in findings), pytrace=False)
+    if findings:  # everything else held: end as xfail naming the findings
+        pytest.xfail(" | ".join(findings))
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    failure = getattr(item, "_dlclaims_baseline_failure", None)
+    if call.when == "call" and failure and hasattr(report, "wasxfail"):
+        # An xfail marker covers the claim it names, never a baseline mismatch.
+        del report.wasxfail
+        report.outcome = "failed"
+        report.longrepr = f"{failure}\n(the test's xfail covers its claim, not this baseline mismatch)"
+    return report
 
 
 def _data_unavailable_is_skip(item):
@@ -215,7 +240,9 @@ def _final_records(state) -> list[dict]:
             if r["outcome"] == "xfailed" and r["role"] == "claim" and r["verdict"] == NOT_REPRODUCED:
                 r["verdict"] = NOT_REPRODUCED + " (xfail)"
             records.append(r)
-        if outcome.get("outcome") == "failed" and not any(r["verdict"] != "reproduced" for r in recs):
+        explained = any(r["verdict"] != "reproduced" for r in recs if r["role"] != BASELINE) or any(
+            r["role"] == BASELINE and r["verdict"] in (baselines.MISMATCH, baselines.MISSING) for r in recs)
+        if outcome.get("outcome") == "failed" and not explained:
             records.append({"test": nodeid, "statement": "test failed outside its claim checks", "role": "error",
                             "verdict": "error", "measured": None, "unit": "", "threshold": "",
                             "details": {"reason": outcome.get("reason", "")}, "index": 10**6,
@@ -246,62 +273,60 @@ def pytest_sessionfinish(session, exitstatus):
     }
     out_dir = Path(config.rootpath, config.getoption("report_dir"))
     md, _ = report.write(records, out_dir, meta)
-    state["written"] = (md, report.summarize(records))
+    state["written"] = (md, report.summarize(records), report.baseline_summary(records))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     written = getattr(config, "_dlclaims", {}).get("written")
     if not written:
         return
-    md, counts = written
+    md, counts, baseline_line = written
     terminalreporter.write_sep("-", "dlclaims")
     terminalreporter.write_line(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"  → {md}")
+    if baseline_line:
+        terminalreporter.write_line(baseline_line)
 
 
 # ---------------------------------------------------------------- regression baselines
 
 
 @pytest.fixture
-def original_datadir(request, scale) -> Path:
-    """pytest-regressions' baseline folder: baselines/<scale>/<device>/<module>/ under the root."""
-    module = Path(request.node.fspath).stem
-    return Path(request.config.rootpath, "baselines", scale, _device_type(request.node), module)
+def baseline(request, scale, claim) -> baselines.BaselineCheck:
+    """`baseline.check({...})`: the test's numbers against baselines/<scale>/<device>/<module>/<test>.npz.
 
-
-class Baseline:
-    """Exact (CPU) or tolerant (accelerator) comparison of a test's deterministic numbers."""
-
-    def __init__(self, ndarrays_regression, basename: str, exact: bool, compare: bool):
-        self._regression = ndarrays_regression
-        self._basename = basename
-        self.exact = exact
-        self.compare = compare
-
-    def check(self, values: dict, *, rtol: float = 1e-4, atol: float = 1e-6, tolerances: dict | None = None):
-        import numpy as np
-
-        if not self.compare:  # baselines pin the default seed; other offsets test the claim only
-            return
-
-        arrays = {k: np.atleast_1d(np.asarray(v, dtype=np.float64)) for k, v in values.items()}
-        if self.exact:
-            tol = {k: dict(rtol=0.0, atol=0.0) for k in arrays}
-        else:
-            tol = {k: dict(rtol=rtol, atol=atol) for k in arrays}
-            tol.update(tolerances or {})
-        self._regression.check(arrays, basename=self._basename, tolerances=tol)
-
-
-@pytest.fixture
-def baseline(request, ndarrays_regression) -> Baseline:
-    """Numbers checked against baselines/<scale>/<device>/<module>/<test>.npz (--force-regen rewrites).
-
-    Baselines hold the default seed (--seed-offset 0); under another offset the claim is
-    still asserted but its numbers are not compared (there is no baseline for them).
+    Compared after the test body (a mismatch never hides a claim): exactly on the code path the
+    baseline was made on, by each number's declared nature elsewhere (`dlclaims.baselines`).
+    Baselines hold the default seed (--seed-offset 0); under another offset the claim is still
+    asserted but its numbers are not compared. --regen-baselines rewrites them.
     """
-    name = request.node.name.split("[", 1)[0]
-    callspec = getattr(request.node, "callspec", None)
+    node = request.node
+    name = node.name.split("[", 1)[0]
+    callspec = getattr(node, "callspec", None)
     extra = "-".join(str(v) for k, v in callspec.params.items() if k != "device") if callspec else ""
     basename = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{extra}" if extra else name)
-    return Baseline(ndarrays_regression, basename, exact=_device_type(request.node) == "cpu",
-                    compare=request.config.getoption("seed_offset") == 0)
+    device_type = _device_type(node)
+    config = request.config
+    check = baselines.BaselineCheck(
+        path=Path(config.rootpath, "baselines", scale, device_type, Path(node.fspath).stem, basename + ".npz"),
+        device_type=device_type,
+        fingerprint=baselines.fingerprint(device_type, runtime.device_name(device_type)),
+        deterministic=device_type == "cpu",
+        compare_enabled=config.getoption("seed_offset") == 0,
+        regenerate=config.getoption("regen_baselines"),
+        # CI on CPU compares against committed baselines; accelerator baselines are written by their first run.
+        missing_is_error=device_type == "cpu" and os.environ.get("CI", "").lower() in ("1", "true"),
+    )
+    node._dlclaims_baseline = check
+    return check
+
+
+def _compare_baseline(item) -> baselines.Outcome | None:
+    """Run the test's deferred baseline comparison and keep its outcome beside the claims."""
+    check = getattr(item, "_dlclaims_baseline", None)
+    outcome = check.run() if check is not None else None
+    log = getattr(item, "_dlclaims_log", None)
+    if outcome is not None and log is not None:
+        log.baseline(outcome.as_dict())
+    if outcome is not None and not outcome.ok:
+        item._dlclaims_baseline_failure = outcome.message()
+    return outcome

@@ -21,12 +21,13 @@ NOT_REPRODUCED = "not reproduced"
 CONTROL_FAILS = "control fails as expected"
 CONTROL_HOLDS = "control does not fail (test cannot fail)"
 RECORDED = "recorded"
+BASELINE = "baseline"  # role of the regression-baseline comparison, reported beside the claims
 
 
 @dataclass
 class ClaimRecord:
     statement: str
-    role: str  # "claim", "control" or "record" (a number kept without an assertion)
+    role: str  # "claim", "control", "record" (a number kept without an assertion) or "baseline"
     verdict: str
     source: str = ""
     paper: Any = None  # the paper's number (fraction for accuracies) or text
@@ -99,13 +100,18 @@ class ClaimLog:
         rec = self._add(statement, "control", CONTROL_HOLDS if holds else CONTROL_FAILS, measured, source,
                         paper=paper, threshold=threshold, unit=unit, details=details)
         if holds:
-            raise ClaimFailed(f"CONTROL DID NOT FAIL: {statement}: measured {format_measured(rec)} satisfies {threshold}, "
-                              "so the claim's assertion cannot distinguish it")
+            raise ClaimFailed(f"CONTROL DID NOT FAIL: {statement}: measured {format_measured(rec)} satisfies "
+                              f"{threshold}, so the claim's assertion cannot distinguish it")
 
     def record(self, statement: str, measured=None, *, paper=None, source: str = "", unit: str = "",
                **details) -> None:
         """Keep a number in the report without asserting anything about it."""
         self._add(statement, "record", RECORDED, measured, source, paper=paper, unit=unit, details=details)
+
+    def baseline(self, outcome: dict) -> None:
+        """Keep the regression-baseline comparison (`dlclaims.baselines.Outcome.as_dict()`) beside the claims."""
+        self._add(f"regression baseline {outcome['name']}", BASELINE, outcome["status"], None, "",
+                  threshold=outcome["why"], details=outcome)
 
     def figure(self, fig, name: str) -> Path | None:
         """Save a matplotlib figure as <figure_dir>/<name>.png and link it from the report."""

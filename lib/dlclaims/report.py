@@ -10,10 +10,19 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .record import (CONTROL_FAILS, KNOWN_FINDING, NOT_REPRODUCED, RECORDED, REPRODUCED, format_measured,
-                     format_value)
+from . import baselines
+from .record import (
+    BASELINE,
+    CONTROL_FAILS,
+    KNOWN_FINDING,
+    NOT_REPRODUCED,
+    RECORDED,
+    REPRODUCED,
+    format_measured,
+    format_value,
+)
 
-_ORDER = {"claim": 0, "control": 1, "record": 2}
+_ORDER = {"claim": 0, "control": 1, "record": 2, BASELINE: 3}
 
 
 def _sorted(records: list[dict]) -> list[dict]:
@@ -22,7 +31,21 @@ def _sorted(records: list[dict]) -> list[dict]:
 
 
 def summarize(records: list[dict]) -> Counter:
-    return Counter(r["verdict"] for r in records)
+    return Counter(r["verdict"] for r in records if r["role"] != BASELINE)
+
+
+def baseline_summary(records: list[dict]) -> str:
+    """How many baselines were compared exactly, by tolerance (and why), written or failed."""
+    return baselines.summary([r["details"] for r in records if r["role"] == BASELINE])
+
+
+def _baseline_cells(r: dict) -> tuple[str, str]:
+    """(measured, threshold) cells of a baseline row: numbers per kind, and why exact or tolerant."""
+    d = r.get("details", {})
+    counted = ", ".join(f"{v} {k}" for k, v in sorted(d.get("counts", {}).items())) or "—"
+    failures = " ".join(f.strip() for f in d.get("failures", []))
+    closest = f" (closest: {d['closest']})" if d.get("closest") else ""
+    return counted + closest + (f": {failures}" if failures else ""), baselines.short_reason(d.get("why", ""))
 
 
 def write(records: list[dict], out_dir: str | os.PathLike, meta: dict) -> tuple[Path, Path]:
@@ -45,16 +68,17 @@ def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
     lines = [
         "# dlclaims report",
         "",
-        f"Scale `{meta.get('scale')}`, seed offset {meta.get('seed_offset')}, "
-        f"torch {meta.get('torch')}, devices: {', '.join(meta.get('devices', [])) or '—'}, "
-        f"written {meta.get('written')}.",
+        (f"Scale `{meta.get('scale')}`, seed offset {meta.get('seed_offset')}, "
+         f"torch {meta.get('torch')}, devices: {', '.join(meta.get('devices', [])) or '—'}, "
+         f"written {meta.get('written')}."),
         "",
-        f"**{counts.get(REPRODUCED, 0)} reproduced, "
-        f"{sum(v for k, v in counts.items() if k.startswith(NOT_REPRODUCED))} not reproduced** "
-        f"({counts.get(KNOWN_FINDING, 0)} of them known findings of the protocol); "
-        f"{counts.get(CONTROL_FAILS, 0)} controls fail as they should; {counts.get(RECORDED, 0)} numbers recorded "
-        f"without an assertion.",
+        (f"**{counts.get(REPRODUCED, 0)} reproduced, "
+         f"{sum(v for k, v in counts.items() if k.startswith(NOT_REPRODUCED))} not reproduced** "
+         f"({counts.get(KNOWN_FINDING, 0)} of them known findings of the protocol); "
+         f"{counts.get(CONTROL_FAILS, 0)} controls fail as they should; {counts.get(RECORDED, 0)} numbers recorded "
+         f"without an assertion."),
         "",
+        *([baseline_summary(records), ""] if any(r["role"] == BASELINE for r in records) else []),
         "Accuracies in %; the interval is the measured value's confidence interval.",
         "",
         "| claim | test | device | scale | paper | measured [CI] | threshold | verdict | s | figures |",
@@ -65,10 +89,12 @@ def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
         figures = " ".join(
             f"[{Path(f).stem}]({os.path.relpath(f, out_dir)})" for f in r.get("figures", []) if r["role"] == "claim"
         )
+        measured, threshold = (_baseline_cells(r) if r["role"] == BASELINE
+                               else (format_measured(r), r.get("threshold", "")))
         lines.append(
             "| " + " | ".join(_cell(c) for c in (
                 role + r["statement"], f"`{r.get('test', '')}`", r.get("device", ""), r.get("scale", ""),
-                format_value(r.get("paper"), r.get("unit", "")), format_measured(r), r.get("threshold", ""),
+                format_value(r.get("paper"), r.get("unit", "")), measured, threshold,
                 r["verdict"], f"{r.get('seconds', 0):.1f}", figures,
             )) + " |"
         )
