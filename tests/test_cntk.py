@@ -15,8 +15,7 @@ import pytest
 import torch
 from cntk_reference import reference_cntk
 
-from dlclaims.cntk import Progress, choose_block_size, cntk, memory_plan
-from dlclaims.cntk import _engine
+from dlclaims.cntk import Progress, _engine, choose_block_size, cntk, memory_plan
 
 RTOL_REFERENCE = 1e-10  # engine vs reference, float64, elementwise
 RTOL_ROUNDING = 1e-12  # same kernel computed through differently shaped batches
@@ -60,7 +59,7 @@ def backend(request):
     return request.param
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(depth, pooling, fix, channels, size, kind="ntk"):
     x = _images(N_REFERENCE_IMAGES, channels, *size, seed=depth)
     fix_first_layer, fix_readout = fix
@@ -154,7 +153,8 @@ def test_fused_float32_self_pairs_are_exact():
 
     x = _images(5, 3, 9, 9, seed=12).float()
     nngp = cntk(x, depth=4, kind="nngp", dtype=torch.float32, backend="fused", device="cpu")
-    maps = torch.from_numpy(_fused_cpu.self_variances(x, 3))  # layers 1..3
+    padded = torch.from_numpy(_fused_cpu.self_variances(x, 3))  # layers 1..3, padded maps
+    maps = padded.reshape(5, 3, 9 + 3, 9 + 2)[:, :, 1:10, 1:10]
     pi32 = torch.tensor(math.pi, dtype=torch.float32)
     j_last = (pi32 * maps[:, 2]).double()  # J = √P·sin θ + (π − θ)Σ with θ = 0, in float32
     expected = j_last.sum(dim=(1, 2)) / (2 * math.pi * 81)

@@ -43,13 +43,18 @@ _C = tuple(np.float32(c) for c in ATAN_COEFFICIENTS)
 _HALF_PI32 = np.float32(math.pi / 2)
 _PI32 = np.float32(math.pi)
 _TINY32 = np.float32(1e-30)
+_ZERO32 = np.float32(0.0)
 
 CONV_WEIGHT_VARIANCE = 2.0
 FILTER_SIZE = 9
 # Σ_{l+1} = W_std²/9 · box(Σ̂_l), Σ̂ = J / 2π.
 NEXT_LAYER_SCALE = CONV_WEIGHT_VARIANCE / (FILTER_SIZE * 2.0 * math.pi)
+# Pairs go to threads in contiguous chunks (scratch allocated once per chunk); several
+# chunks per thread even out the load when another process takes a core for a while.
+CHUNKS_PER_THREAD = 8
 
 
+@numba.njit(fastmath={"contract"}, error_model="numpy", cache=True)
 def _atan2_poly32(y, x):
     """atan2(y, x) for y ≥ 0 in float32 (both zero → 0 or π, either is fine: Θ = Σ = 0 there)."""
     ax = abs(x)
@@ -68,7 +73,7 @@ def _atan2_poly32(y, x):
     p = p * u + _C[0]
     r = t * p
     r = _HALF_PI32 - r if y > ax else r
-    return _PI32 - r if x < 0 else r
+    return _PI32 - r if x < _ZERO32 else r
 
 
 def _angle(y, x):
@@ -79,155 +84,178 @@ def _angle(y, x):
 @overload(_angle, inline="always")
 def _angle_impl(y, x):
     if y == types.float32:
-        return _atan2_poly32
+        return lambda y, x: _atan2_poly32(y, x)
     return lambda y, x: math.atan2(y, x)
 
 
-@numba.njit(inline="always", cache=True)
-def box_rows(src, row, width, out):
-    """out[j] = src[row][j] + src[row + 1][j] + src[row + 2][j] over the padded width."""
-    a = src[row]
-    b = src[row + 1]
-    c = src[row + 2]
-    for j in range(width + 2):
-        out[j] = a[j] + b[j] + c[j]
+@numba.njit(fastmath={"reassoc"}, error_model="numpy", cache=True)
+def _pooled_sum(values):
+    """Σ values in float64, in SIMD lanes (a fixed order: same data, same sum)."""
+    total = 0.0
+    for t in range(len(values)):
+        total += np.float64(values[t])
+    return total
 
 
-@numba.njit(cache=True)
-def offset_class(x, z, vx, vz, di, dj, n_layers, record_at, fix_first_layer, with_ntk,
-                 record, constants, work, acc, sums):
+@numba.njit(error_model="numpy", cache=True)
+def offset_class(x, z, vx, vz, height, width, di, dj, n_layers, record_at, fix_first_layer,
+                 with_ntk, record, constants, column_mask, work, sums):
     """One offset class of one pair through all layers; adds Σ J, Σ D to ``sums[k]``
     for each layer l with ``record_at[l] = k ≥ 0``.
 
-    ``x``, ``z``: (C, H, W) images; ``vx``, ``vz``: (L, H, W) variance maps (with
-    ``record`` the same array, written here). ``di, dj``: the class, x row i pairs
-    with z row i − di. ``constants``: 0, layer 1's and later layers' scales in the
-    images' dtype. ``work``: (6, H + 2, W + 2) scratch in the images' dtype;
-    ``acc``: (2, W) float64 column sums of J and D.
+    Every map is flat with the padded image's row stride ``s = W + 2`` (`pad_images`):
+    class cell (i, j), 1 ≤ i ≤ H − |di|, 1 ≤ j ≤ W − |dj|, is ``k = i·s + j`` and reads
+    x at ``k + ox``, z at ``k + oz``. Loops run over whole rows 1..R, so they are long
+    and vectorise; the cells right of the class (columns past W − |dj| and the padding)
+    hold finite garbage until ``column_mask[dj]`` zeroes them after each layer, which
+    makes them the zero padding the next box sum needs. Loops index zero-based slices
+    (numba then knows no index is negative and emits no wrap-around checks).
+
+    ``x``, ``z``: (C, (H + 3)·s) padded images; ``vx``, ``vz``: (L, (H + 3)·s) padded
+    variance maps (with ``record`` the same array, written here). ``constants``: 0,
+    layer 1's and later layers' scales. ``work``: (7, (H + 3)·s + 2) scratch; all in
+    the images' dtype.
     """
-    channels, height, width = x.shape
+    channels = x.shape[0]
+    stride = width + 2
     rows = height - abs(di)
-    cols = width - abs(dj)
-    xi0 = max(di, 0)
-    zi0 = max(-di, 0)
-    xj0 = max(dj, 0)
-    zj0 = max(-dj, 0)
+    ox = max(di, 0) * stride + max(dj, 0)
+    oz = max(-di, 0) * stride + max(-dj, 0)
+    # Cell k lives at index k + 1 of a work buffer, so that k − 1 − s ≥ 0 at row 1.
+    lo = stride  # first cell of row 1
+    hi = (rows + 1) * stride  # past row R
+    n = hi - lo
+    mask = column_mask[dj + width - 1, lo:hi]
     j_prev = work[0]
     d_prev = work[1]
     j_next = work[2]
     d_next = work[3]
-    vert_j = work[4, 0]
-    vert_d = work[4, 1]
-    sigma_row = work[5, 0]
-    theta_row = work[5, 1]
-    acc_j = acc[0]
-    acc_d = acc[1]
-    # Zero borders: row 0 / column 0 are never written; clear the far edge of this class.
-    for buf in (j_prev, d_prev, j_next, d_next):
-        for j in range(cols + 2):
-            buf[0, j] = 0.0
-            buf[rows + 1, j] = 0.0
-        for i in range(rows + 2):
-            buf[i, 0] = 0.0
-            buf[i, cols + 1] = 0.0
+    vert_j = work[4, lo:hi + 2]  # cells lo − 1 .. hi
+    vert_d = work[5, lo:hi + 2]
+    sigma = work[6, lo + 1:hi + 1]
+    # Row R + 1 is the bottom padding (row 0 is never written).
+    work[:4, hi + 1:hi + 1 + stride] = 0.0
     # Layer 1's input: Σ_c x_c[p] z_c[p'], channel by channel (as the variance maps).
-    for i in range(rows):
-        for j in range(cols):
-            j_prev[i + 1, j + 1] = x[0, xi0 + i, xj0 + j] * z[0, zi0 + i, zj0 + j]
-        for c in range(1, channels):
-            for j in range(cols):
-                j_prev[i + 1, j + 1] += x[c, xi0 + i, xj0 + j] * z[c, zi0 + i, zj0 + j]
+    first = j_prev[lo + 1:hi + 1]
+    x_c = x[0, lo + ox:hi + ox]
+    z_c = z[0, lo + oz:hi + oz]
+    for t in range(n):
+        first[t] = x_c[t] * z_c[t]
+    for c in range(1, channels):
+        x_c = x[c, lo + ox:hi + ox]
+        z_c = z[c, lo + oz:hi + oz]
+        for t in range(n):
+            first[t] += x_c[t] * z_c[t]
+    for t in range(n):
+        first[t] *= mask[t]
     zero = constants[0]
-    first_scale = constants[1]
-    next_scale = constants[2]
     for layer in range(n_layers):
-        scale = first_scale if layer == 0 else next_scale
-        k = record_at[layer]
-        if k >= 0:
-            for j in range(cols):
-                acc_j[j] = 0.0
-                acc_d[j] = 0.0
-        for i in range(rows):
-            box_rows(j_prev, i, cols, vert_j)
-            for j in range(cols):
-                sigma_row[j] = scale * (vert_j[j] + vert_j[j + 1] + vert_j[j + 2])
-            if not with_ntk or (layer == 0 and fix_first_layer):
-                for j in range(cols):
-                    theta_row[j] = 0.0
-            elif layer == 0:
-                for j in range(cols):
-                    theta_row[j] = sigma_row[j]
+        scale = constants[1] if layer == 0 else constants[2]
+        theta_mode = 0 if (not with_ntk or (layer == 0 and fix_first_layer)) else (
+            1 if layer == 0 else 2)
+        up = j_prev[lo - stride:hi + 2 - stride]
+        mid = j_prev[lo:hi + 2]
+        down = j_prev[lo + stride:hi + 2 + stride]
+        for t in range(n + 2):
+            vert_j[t] = up[t] + mid[t] + down[t]
+        if theta_mode == 2:
+            up = d_prev[lo - stride:hi + 2 - stride]
+            mid = d_prev[lo:hi + 2]
+            down = d_prev[lo + stride:hi + 2 + stride]
+            for t in range(n + 2):
+                vert_d[t] = up[t] + mid[t] + down[t]
+        for t in range(n):
+            sigma[t] = scale * (vert_j[t] + vert_j[t + 1] + vert_j[t + 2])
+        variance_x = vx[layer, lo + ox:hi + ox]
+        variance_z = vz[layer, lo + oz:hi + oz]
+        if record:
+            for t in range(n):
+                variance_x[t] = sigma[t]
+        j_out = j_next[lo + 1:hi + 1]
+        d_out = d_next[lo + 1:hi + 1]
+        for t in range(n):
+            s = sigma[t]
+            if theta_mode == 0:
+                theta = zero
+            elif theta_mode == 1:
+                theta = s
             else:
-                box_rows(d_prev, i, cols, vert_d)
-                for j in range(cols):
-                    theta_row[j] = sigma_row[j] + scale * (vert_d[j] + vert_d[j + 1]
-                                                           + vert_d[j + 2])
-            if record:
-                for j in range(cols):
-                    vx[layer, xi0 + i, xj0 + j] = sigma_row[j]
-            vx_row = vx[layer, xi0 + i]
-            vz_row = vz[layer, zi0 + i]
-            jn = j_next[i + 1]
-            dn = d_next[i + 1]
-            for j in range(cols):
-                sigma = sigma_row[j]
-                product = vx_row[xj0 + j] * vz_row[zj0 + j]
-                square = sigma * sigma
-                sine = math.sqrt(max(product - square, zero))  # √P · sin θ
-                angle = _angle(sine, -sigma)  # π − θ
-                jn[j + 1] = sine + angle * sigma
-                dn[j + 1] = theta_row[j] * angle
-            if k >= 0:
-                for j in range(cols):
-                    acc_j[j] += jn[j + 1]
-                    acc_d[j] += dn[j + 1]
-        if k >= 0:
-            total_j = 0.0
-            total_d = 0.0
-            for j in range(cols):
-                total_j += acc_j[j]
-                total_d += acc_d[j]
-            sums[k, 0] += total_j
-            sums[k, 1] += total_d
+                theta = s + scale * (vert_d[t] + vert_d[t + 1] + vert_d[t + 2])
+            product = variance_x[t] * variance_z[t]
+            square = s * s
+            sine = math.sqrt(max(product - square, zero))  # √P · sin θ
+            angle = _angle(sine, -s)  # π − θ
+            j_out[t] = (sine + angle * s) * mask[t]
+            d_out[t] = (theta * angle) * mask[t]
+        slot = record_at[layer]
+        if slot >= 0:
+            sums[slot, 0] += _pooled_sum(j_out)
+            sums[slot, 1] += _pooled_sum(d_out)
         j_prev, j_next = j_next, j_prev
         d_prev, d_next = d_next, d_prev
 
-@numba.njit(parallel=True, cache=True)
-def _self_variances(images, n_layers, constants):
-    """Σ_l(x, x)[p, p] for layers 1..n_layers: (n, L, H, W), by `offset_class` itself."""
-    n, _, height, width = images.shape
-    maps = np.zeros((n, n_layers, height, width), dtype=images.dtype)
+
+@numba.njit(parallel=True, error_model="numpy", cache=True)
+def _self_variances(images, height, width, n_layers, constants, column_mask):
+    """Σ_l(x, x)[p, p] for layers 1..n_layers, padded like the images: (n, L, (H + 3)·s),
+    computed by `offset_class` itself so that self-pairs see these very numbers."""
+    n, _, size = images.shape
+    maps = np.zeros((n, n_layers, size), dtype=images.dtype)
     record_at = np.full(n_layers, -1, dtype=np.int64)
     for m in numba.prange(n):
-        work = np.zeros((6, height + 2, width + 2), dtype=images.dtype)
-        acc = np.zeros((2, width), dtype=np.float64)
+        work = np.zeros((7, size + 2), dtype=images.dtype)
         sums = np.zeros((1, 2), dtype=np.float64)
-        offset_class(images[m], images[m], maps[m], maps[m], 0, 0, n_layers, record_at,
-                     False, False, True, constants, work, acc, sums)
+        offset_class(images[m], images[m], maps[m], maps[m], height, width, 0, 0, n_layers,
+                     record_at, False, False, True, constants, column_mask, work, sums)
     return maps
 
-@numba.njit(parallel=True, cache=True)
-def _pair_sums(rows, cols, row_maps, col_maps, pair_rows, pair_cols, n_layers, record_at,
-               n_records, full_spatial, fix_first_layer, with_ntk, constants):
+
+@numba.njit(parallel=True, error_model="numpy", cache=True)
+def _pair_sums(rows, cols, row_maps, col_maps, height, width, pair_rows, pair_cols, n_layers,
+               record_at, n_records, full_spatial, fix_first_layer, with_ntk, constants,
+               column_mask, n_chunks):
     """Pooled Σ J and Σ D at each recorded depth for each listed pair: (pairs, records, 2)."""
     n_pairs = len(pair_rows)
-    _, _, height, width = rows.shape
+    size = rows.shape[2]
     out = np.zeros((n_pairs, n_records, 2), dtype=np.float64)
     span_i = height - 1 if full_spatial else 0
     span_j = width - 1 if full_spatial else 0
-    for q in numba.prange(n_pairs):
-        a = pair_rows[q]
-        b = pair_cols[q]
-        work = np.zeros((6, height + 2, width + 2), dtype=rows.dtype)
-        acc = np.zeros((2, width), dtype=np.float64)
+    # Pairs in contiguous chunks, a few per thread: scratch is allocated once per chunk.
+    for chunk in numba.prange(n_chunks):
+        work = np.zeros((7, size + 2), dtype=rows.dtype)
         sums = np.zeros((n_records, 2), dtype=np.float64)
-        for di in range(-span_i, span_i + 1):
-            for dj in range(-span_j, span_j + 1):
-                offset_class(rows[a], cols[b], row_maps[a], col_maps[b], di, dj, n_layers,
-                             record_at, fix_first_layer, with_ntk, False, constants, work, acc,
-                             sums)
-        out[q] = sums
+        for q in range(chunk * n_pairs // n_chunks, (chunk + 1) * n_pairs // n_chunks):
+            a = pair_rows[q]
+            b = pair_cols[q]
+            sums[:] = 0.0
+            for di in range(-span_i, span_i + 1):
+                for dj in range(-span_j, span_j + 1):
+                    offset_class(rows[a], cols[b], row_maps[a], col_maps[b], height, width,
+                                 di, dj, n_layers, record_at, fix_first_layer, with_ntk, False,
+                                 constants, column_mask, work, sums)
+            out[q] = sums
     return out
+
+
+def pad_images(images: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) → (n, C, (H + 3)·(W + 2)): one zero row above, two below (slack for the
+    garbage columns of a shifted class), one zero column each side; flat per channel."""
+    n, channels, height, width = images.shape
+    padded = np.zeros((n, channels, height + 3, width + 2), dtype=images.dtype)
+    padded[:, :, 1:height + 1, 1:width + 1] = images
+    return padded.reshape(n, channels, -1)
+
+
+def column_masks(height: int, width: int, dtype: np.dtype) -> np.ndarray:
+    """(2W − 1, (H + 3)·(W + 2)): for column offset dj (row dj + W − 1), 1 at the class's
+    columns 1..W − |dj| and 0 elsewhere."""
+    stride = width + 2
+    columns = np.arange(stride)
+    masks = np.zeros((2 * width - 1, height + 3, stride), dtype=dtype)
+    for dj in range(-(width - 1), width):
+        masks[dj + width - 1, :, (columns >= 1) & (columns <= width - abs(dj))] = 1
+    return masks.reshape(2 * width - 1, -1)
+
 
 def _constants(dtype: np.dtype, channels: int) -> np.ndarray:
     return np.array([0.0, CONV_WEIGHT_VARIANCE / (FILTER_SIZE * channels), NEXT_LAYER_SCALE],
@@ -245,11 +273,14 @@ def _numba_threads() -> int:
 
 
 def self_variances(images: torch.Tensor, n_layers: int) -> np.ndarray:
-    """Per-image variance maps Σ_l(x, x)[p, p]: (n, n_layers, H, W) in the images' dtype."""
+    """Per-image variance maps Σ_l(x, x)[p, p], padded: (n, n_layers, (H + 3)·(W + 2))."""
     array = images.detach().cpu().contiguous().numpy()
     _check_dtype(array)
+    _, channels, height, width = array.shape
     numba.set_num_threads(_numba_threads())
-    return _self_variances(array, n_layers, _constants(array.dtype, array.shape[1]))
+    return _self_variances(pad_images(array), height, width, n_layers,
+                           _constants(array.dtype, channels),
+                           column_masks(height, width, array.dtype))
 
 
 def pair_sums(rows: torch.Tensor, cols: torch.Tensor, row_maps: np.ndarray, col_maps: np.ndarray,
@@ -260,14 +291,19 @@ def pair_sums(rows: torch.Tensor, cols: torch.Tensor, row_maps: np.ndarray, col_
     x = rows.detach().cpu().contiguous().numpy()
     z = cols.detach().cpu().contiguous().numpy()
     _check_dtype(x)
+    _, channels, height, width = x.shape
     n_layers = max(depths) - 1
     record_at = np.full(n_layers, -1, dtype=np.int64)
     for k, depth in enumerate(depths):
         record_at[depth - 2] = k  # depth d reads the ReLU output of conv layer d − 1
-    numba.set_num_threads(_numba_threads())
-    sums = _pair_sums(x, z, row_maps, col_maps,
+    threads = _numba_threads()
+    numba.set_num_threads(threads)
+    padded_rows = pad_images(x)
+    padded_cols = padded_rows if z is x else pad_images(z)
+    sums = _pair_sums(padded_rows, padded_cols, row_maps, col_maps, height, width,
                       np.ascontiguousarray(pair_rows, dtype=np.int64),
                       np.ascontiguousarray(pair_cols, dtype=np.int64),
                       n_layers, record_at, len(depths), full_spatial, fix_first_layer, with_ntk,
-                      _constants(x.dtype, x.shape[1]))
+                      _constants(x.dtype, channels), column_masks(height, width, x.dtype),
+                      max(1, min(len(pair_rows), CHUNKS_PER_THREAD * threads)))
     return torch.from_numpy(sums)
