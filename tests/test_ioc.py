@@ -6,8 +6,13 @@ from torch import nn
 
 from dlclaims import train
 from dlclaims.models import MLP, count_parameters
-from dlclaims.models.ioc import (IOCMLP, midpoint_convexity_violations, min_constrained_weight,
-                                 project_nonnegative, sign_constrained_parameters)
+from dlclaims.models.ioc import (
+    IOCMLP,
+    midpoint_convexity_violations,
+    min_constrained_weight,
+    project_nonnegative,
+    sign_constrained_parameters,
+)
 
 
 def test_twin_has_the_same_architecture_and_parameter_count():

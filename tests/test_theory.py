@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from dlclaims.models import count_parameters
-from dlclaims.theory import (generic_relu_net, interleaved_kinks, max_relative_error, memorizing_relu_net,
-                             relu_design, triangular_condition_number)
+from dlclaims.theory import (
+    generic_relu_net,
+    interleaved_kinks,
+    max_relative_error,
+    memorizing_relu_net,
+    relu_design,
+    triangular_condition_number,
+)
 
 
 @pytest.mark.parametrize("n,d", [(1, 1), (2, 3), (7, 2), (50, 10)])

@@ -14,7 +14,7 @@ GD/SGD here is an optimiser on a closed-form problem, not a neural-network train
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

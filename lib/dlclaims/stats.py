@@ -7,8 +7,8 @@ that produced it, so a report line can say "97.1 % [96.4, 97.7] (Wilson, n=2000)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats as _scipy_stats

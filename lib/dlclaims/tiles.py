@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import hashlib
 import importlib
 import json
@@ -39,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cntk._blocks import Block, tile as _block_tiles
+from .cntk._blocks import Block
+from .cntk._blocks import tile as _block_tiles
 
 MANIFEST = "manifest.json"
 TILE_DIR = "tiles"
@@ -158,7 +160,7 @@ def compute_gram_tiled(kernel_fn: KernelFn, x1, x2, out_dir: str | os.PathLike, 
         values = torch.as_tensor(block).detach().cpu().numpy()
         if values.shape != _shape(t):
             raise ValueError(f"kernel_fn returned shape {values.shape} for tile {t}, expected {_shape(t)}")
-        _write_atomic(tile_path(out_dir, t), lambda f: np.save(f, values), f"rank{rank}")
+        _write_atomic(tile_path(out_dir, t), functools.partial(np.save, arr=values), f"rank{rank}")
         computed.append(t)
     return computed
 

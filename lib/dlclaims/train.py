@@ -11,8 +11,8 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -173,12 +173,13 @@ def fit(
             history.steps += 1
             if after_step is not None:
                 after_step(model)
-        train_loss, train_acc, _ = evaluate(model, x_train, y_train, loss=config.loss, batch_size=config.eval_batch_size)
+        scoring = dict(loss=config.loss, batch_size=config.eval_batch_size)
+        train_loss, train_acc, _ = evaluate(model, x_train, y_train, **scoring)
         record = EpochRecord(epoch, lr, train_loss, train_acc)
         if test is not None:
-            record.test_loss, record.test_accuracy, _ = evaluate(model, *test, loss=config.loss, batch_size=config.eval_batch_size)
+            record.test_loss, record.test_accuracy, _ = evaluate(model, *test, **scoring)
         if holdout is not None:
-            record.holdout_loss, record.holdout_accuracy, _ = evaluate(model, *holdout, loss=config.loss, batch_size=config.eval_batch_size)
+            record.holdout_loss, record.holdout_accuracy, _ = evaluate(model, *holdout, **scoring)
             if record.holdout_accuracy > best_accuracy:
                 best_accuracy, history.best_epoch, since_best = record.holdout_accuracy, epoch, 0
                 if config.restore_best:

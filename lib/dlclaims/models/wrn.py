@@ -35,7 +35,7 @@ identity map), i.e. the group is frozen as a fixed random feature map.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -123,7 +123,7 @@ class WideResNet(nn.Module):
             raise ValueError(f"groups are numbered {GROUPS}, got {unknown}")
         return ([self.stem] if 1 in groups else []) + [self.groups[g - 1] for g in groups]
 
-    def freeze(self, groups: Iterable[int] = (1,), *, batch_statistics: bool = True) -> "WideResNet":
+    def freeze(self, groups: Iterable[int] = (1,), *, batch_statistics: bool = True) -> WideResNet:
         """Keep `groups` at their current (initial) weights; every other part trainable.
 
         `batch_statistics=False` also holds their BatchNorm layers in eval mode (running
@@ -139,14 +139,14 @@ class WideResNet(nn.Module):
             m for module in frozen for m in module.modules() if isinstance(m, nn.BatchNorm2d))
         return self.train(self.training)
 
-    def unfreeze(self) -> "WideResNet":
+    def unfreeze(self) -> WideResNet:
         return self.freeze(groups=())
 
     def frozen_groups(self) -> tuple[int, ...]:
         return tuple(g for g in GROUPS
                      if not any(p.requires_grad for m in self.group_modules([g]) for p in m.parameters()))
 
-    def train(self, mode: bool = True) -> "WideResNet":
+    def train(self, mode: bool = True) -> WideResNet:
         super().train(mode)
         for bn in self._frozen_statistics:
             bn.eval()
