@@ -177,8 +177,13 @@ def test_backend_choice():
         cntk(x, depth=3, backend="cuda-graphs")
     with pytest.raises(ValueError, match="no fused CNTK kernel for meta"):
         cntk(x, depth=3, backend="fused", device="meta")
-    assert _engine._backend("auto", torch.device("cpu")) == "fused-cpu"
-    assert _engine._backend("torch", torch.device("cpu")) == "torch"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _engine._backend("auto", cpu, torch.float64) == "fused-cpu"
+    assert _engine._backend("torch", cpu, torch.float32) == "torch"
+    assert _engine._backend("auto", cuda, torch.float32) == "fused-triton"
+    assert _engine._backend("auto", cuda, torch.float64) == "torch"  # Triton: float32 only
+    with pytest.raises(ValueError, match="float32"):
+        _engine._backend("fused", cuda, torch.float64)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -104,7 +104,7 @@ def cntk(x1, x2=None, *, depth: int | Sequence[int], pooling: str = "flatten",
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     layout = LAYOUTS[pooling]
     device = _device(device)
-    backend = _backend(backend, device)
+    backend = _backend(backend, device, dtype)
     symmetric = x2 is None
     rows = _images(x1, "x1", dtype, device)
     cols = rows if symmetric else _images(x2, "x2", dtype, device)
@@ -213,14 +213,17 @@ def _fused_kernels(backend: str, rows: torch.Tensor, cols: torch.Tensor, *, symm
     return results
 
 
-def _backend(backend: str, device: torch.device) -> str:
-    """"torch", "fused-cpu" or "fused-triton" for ``backend`` on ``device``."""
+def _backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """"torch", "fused-cpu" or "fused-triton" for ``backend`` on ``device`` in ``dtype``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return "torch"
     fused = {"cpu": ("fused-cpu", "numba"), "cuda": ("fused-triton", "triton")}.get(device.type)
     reason = f"no fused CNTK kernel for {device.type}" if fused is None else None
+    if fused is not None and fused[0] == "fused-triton" and dtype != torch.float32:
+        reason = f"the Triton CNTK kernel runs in float32, not {dtype}"
+        fused = None
     if fused is not None:
         try:
             __import__(fused[1])
