@@ -1,24 +1,32 @@
-"""CNTK throughput: kernel entries per second of the engine, the reference transcription
-(tests/cntk_reference.py) and neural-tangents (when installed), in the same run.
+"""CNTK throughput: kernel entries per second of every backend, dtype and depth of the engine,
+the reference transcription of Arora et al.'s per-pair algorithm (tests/cntk_reference.py) and
+neural-tangents (when installed), in the same run, plus the machine's measured arithmetic peak
+(the roofline `dlclaims.benchreport` derives).
 
-Inputs are CIFAR-shaped (3×32×32); every implementation computes a cross kernel
-K(x1, x2) so each of its n1·n2 entries is really computed. Run serially, e.g.::
+Inputs are CIFAR-shaped (3×32×32); every implementation computes a cross kernel K(x1, x2) so
+each of its n1·n2 entries is really computed, except `test_scaling`'s symmetric Gram rows,
+which count the n² entries a user gets from n(n+1)/2 computed pairs. Run serially::
 
     pytest benchmarks/test_cntk_throughput.py --benchmark-json=bench.json
     python -m dlclaims.benchreport bench.json
 
-`benchmark.extra_info` carries what `dlclaims.benchreport` tabulates; entries/s uses the
-fastest round, the one least disturbed by other work on a shared machine. For a fair CPU
-comparison give every implementation the same cores, e.g. one each::
-
-    DLCLAIMS_BENCH_THREADS=1 \
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" pytest ...
+`benchmark.extra_info` carries what the report tabulates (rate, dtype, backend, device with CPU
+model, cores and library versions, peak memory, max relative error against the float64 torch
+engine). Rates use the fastest round, the one least disturbed by other work on a shared
+machine; the spread (slowest / fastest round) is recorded beside it. For a fair CPU comparison
+every implementation gets the same threads: DLCLAIMS_BENCH_THREADS (default: every core), also
+given to XLA for neural-tangents.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import platform
+import time
 
+import numpy as np
 import pytest
 import torch
 from cntk_reference import reference_cntk
@@ -26,33 +34,72 @@ from cntk_reference import reference_cntk
 from dlclaims import runtime
 from dlclaims.cntk import cntk
 
-DEPTHS = (3, 11, 21)
+DEPTHS = (3, 4, 6, 11, 21)
 KERNELS = {"cntk-v": "flatten", "cntk-gap": "gap"}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BACKENDS = ("torch", "fused")
 IMAGE_SHAPE = (3, 32, 32)
-# (n1, n2) per device type and kernel: a few seconds per round on a 2-core CPU.
+# (n1, n2) per device type, kernel and backend: about a second per round on a 2-core CPU.
 ENGINE_SIZES = {
-    "cpu": {"cntk-v": (16, 16), "cntk-gap": (2, 2)},
-    "cuda": {"cntk-v": (256, 256), "cntk-gap": (32, 32)},
+    "cpu": {("cntk-v", "torch"): (16, 16), ("cntk-v", "fused"): (64, 64),
+            ("cntk-gap", "torch"): (1, 1), ("cntk-gap", "fused"): (2, 4)},
+    "cuda": {("cntk-v", "torch"): (256, 256), ("cntk-v", "fused"): (1024, 1024),
+             ("cntk-gap", "torch"): (16, 16), ("cntk-gap", "fused"): (64, 64)},
 }
 REFERENCE_SIZE = (1, 1)
 # neural-tangents computes each image's own GAP covariance as well: its cost per entry
 # falls from 1×1 to 2×2 and measured flat from there (4×4), so 2×2 is its large-Gram rate.
 NEURAL_TANGENTS_SIZES = {"cntk-v": (16, 16), "cntk-gap": (2, 2)}
-ROUNDS = {"cntk-v": 3, "cntk-gap": 2}
-NEURAL_TANGENTS_ROUNDS = {"cntk-v": 3, "cntk-gap": 1}
+ROUNDS = 3
+# Scaling with n: fused float32 at depth 21, cross kernel and symmetric Gram.
+SCALING_SIZES = {"cntk-v": (16, 64, 256), "cntk-gap": (2, 4, 8)}
 
 pytestmark = pytest.mark.benchmark
-# CPU threads for torch (the test plugin pins one per process). Default: every core; on a
-# machine shared with other jobs use 1, as OpenMP barriers stall when cores are oversubscribed.
 THREADS_ENV = "DLCLAIMS_BENCH_THREADS"
+
+
+def _threads() -> int:
+    return int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def cpu_threads():
     before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1))
+    torch.set_num_threads(_threads())  # the fused CPU kernel takes torch's thread count too
     yield
     torch.set_num_threads(before)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> str:
+    names = ["torch", "numba", "triton", "numpy", "jax", "neural_tangents"]
+    found = []
+    for name in names:
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        found.append(f"{name} {getattr(module, '__version__', '?')}")
+    return ", ".join(found)
+
+
+def _device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"device": runtime.device_name("cuda"), "cpu_model": _cpu_model(),
+                "cores": os.cpu_count(), "threads": _threads(), "versions": _versions()}
+    return {"device": f"{_cpu_model()} ({os.cpu_count()} cores, {_threads()} threads)",
+            "cpu_model": _cpu_model(), "cores": os.cpu_count(), "threads": _threads(),
+            "versions": _versions()}
 
 
 def _images(n: int, seed: int) -> torch.Tensor:
@@ -60,37 +107,115 @@ def _images(n: int, seed: int) -> torch.Tensor:
                        generator=torch.Generator().manual_seed(seed))
 
 
-def _run(benchmark, fn, *, rounds: int, warmup_rounds: int, n_entries: int, device: torch.device,
-         kernel: str, depth: int, implementation: str, dtype: str) -> None:
-    benchmark.group = f"{kernel} depth {depth}"
-    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
-    seconds = benchmark.stats.stats.min
-    benchmark.extra_info.update(
-        entries_per_s=n_entries / seconds, n_entries=n_entries, device=runtime.device_name(device.type),
-        device_type=device.type, dtype=dtype, kernel=kernel, depth=depth,
-        implementation=implementation)
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith(field))
+    except (OSError, StopIteration):
+        return None
+
+
+def _peak_memory_mib(fn, device: torch.device) -> float | None:
+    """Peak memory one call adds: CUDA's allocator peak, or the host's resident-set peak
+    (VmHWM, reset through /proc/self/clear_refs) over the resident size before the call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    before = _status_kib("VmRSS:")
+    fn()
+    peak = _status_kib("VmHWM:")
+    return None if before is None or peak is None else max(peak - before, 0) / 1024
+
+
+@functools.cache
+def _exact(kernel: str, depth: int, n1: int, n2: int) -> torch.Tensor:
+    """The float64 torch engine on the benchmark's inputs: the accuracy column's reference."""
+    return cntk(_images(n1, 1), _images(n2, 2), depth=depth, pooling=KERNELS[kernel],
+                device="cpu", backend="torch")
+
+
+def _max_relative_error(values: torch.Tensor, kernel: str, depth: int) -> float:
+    exact = _exact(kernel, depth, *values.shape)
+    return float(((values.cpu() - exact).abs() / exact.abs()).max())
 
 
 def _synchronised(fn, device: torch.device):
     def run():
-        fn()
+        result = fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return result
     return run
 
 
+def _run(benchmark, fn, *, rounds: int, warmup_rounds: int, n_entries: int,
+         device: torch.device, **info) -> None:
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
+    stats = benchmark.stats.stats
+    benchmark.extra_info.update(
+        entries_per_s=n_entries / stats.min, n_entries=n_entries, seconds_per_entry=stats.min / n_entries,
+        spread=stats.max / stats.min, device_type=device.type, **_device_info(device), **info)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("kernel", list(KERNELS))
-def test_engine(benchmark, device, kernel, depth):
+def test_engine(benchmark, device, kernel, depth, backend, dtype):
+    sizes = ENGINE_SIZES.get(device.type)
+    if sizes is None:
+        pytest.skip(f"no engine benchmark sizes for {device.type}")
+    if device.type == "cuda" and backend == "fused" and dtype != "float32":
+        pytest.skip("the Triton kernel runs in float32 only")
+    n1, n2 = sizes[(kernel, backend)]
+    x1, x2 = _images(n1, 1), _images(n2, 2)
+    benchmark.group = f"{kernel} depth {depth}"
+
+    def compute():
+        return cntk(x1, x2, depth=depth, pooling=KERNELS[kernel], device=device,
+                    dtype=DTYPES[dtype], backend=backend)
+
+    fn = _synchronised(compute, device)
+    values = fn()  # warm-up: numba / Triton compile, caches; also the accuracy check
+    _run(benchmark, fn, rounds=ROUNDS, warmup_rounds=0, n_entries=n1 * n2, device=device,
+         kernel=kernel, depth=depth, implementation="engine", backend=backend, dtype=dtype,
+         max_relative_error=_max_relative_error(values, kernel, depth),
+         peak_mib=_peak_memory_mib(fn, device))
+
+
+@pytest.mark.parametrize("mode", ["cross", "gram"])
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_scaling(benchmark, device, kernel, mode):
+    """Fused float32 at depth 21 for growing n: n×n cross kernel, or the n×n symmetric Gram
+    (n(n+1)/2 pairs computed, n² entries delivered)."""
     if device.type not in ENGINE_SIZES:
         pytest.skip(f"no engine benchmark sizes for {device.type}")
-    n1, n2 = ENGINE_SIZES[device.type][kernel]
-    x1, x2 = _images(n1, 1), _images(n2, 2)
-    fn = _synchronised(lambda: cntk(x1, x2, depth=depth, pooling=KERNELS[kernel], device=device),
-                       device)
-    _run(benchmark, fn, rounds=ROUNDS[kernel], warmup_rounds=1 if device.type == "cuda" else 0,
-         n_entries=n1 * n2, device=device, kernel=kernel, depth=depth,
-         implementation="engine", dtype="float64")
+    rows = []
+    for n in SCALING_SIZES[kernel] if device.type == "cpu" else [16 * s for s in SCALING_SIZES[kernel]]:
+        x1, x2 = _images(n, 1), (None if mode == "gram" else _images(n, 2))
+        fn = _synchronised(lambda x1=x1, x2=x2: cntk(x1, x2, depth=21, pooling=KERNELS[kernel],
+                                                     device=device, dtype=torch.float32,
+                                                     backend="fused"), device)
+        fn()
+        seconds = []
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - start)
+        rows.append({"n": n, "entries_per_s": n * n / min(seconds), "spread": max(seconds) / min(seconds),
+                     "peak_mib": _peak_memory_mib(fn, device)})
+    benchmark.group = f"{kernel} scaling"
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.extra_info.update(kind="scaling", mode=mode, kernel=kernel, depth=21, dtype="float32",
+                                backend="fused", device_type=device.type, rows=rows,
+                                **_device_info(device))
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
@@ -100,15 +225,18 @@ def test_reference(benchmark, device, kernel, depth):
         pytest.skip(f"the reference runs on cpu and cuda, not {device.type}")
     n1, n2 = REFERENCE_SIZE
     x1, x2 = _images(n1, 1), _images(n2, 2)
+    benchmark.group = f"{kernel} depth {depth}"
     fn = _synchronised(lambda: reference_cntk(x1, x2, depth=depth, pooling=KERNELS[kernel],
                                               device=device), device)
     _run(benchmark, fn, rounds=1, warmup_rounds=0, n_entries=n1 * n2, device=device,
-         kernel=kernel, depth=depth, implementation="reference", dtype="float64")
+         kernel=kernel, depth=depth, implementation="reference", backend="per-pair",
+         dtype="float64")
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("kernel", list(KERNELS))
-def test_neural_tangents(benchmark, kernel, depth):
+def test_neural_tangents(benchmark, kernel, depth, dtype):
     """neural-tangents on its default JAX backend, compiled ahead of the timed rounds."""
     jax = pytest.importorskip("jax")
     stax = pytest.importorskip("neural_tangents").stax
@@ -118,19 +246,66 @@ def test_neural_tangents(benchmark, kernel, depth):
     layers = [stax.Conv(1, (3, 3), padding="SAME", W_std=2**0.5), stax.Relu()] * (depth - 1)
     readout = stax.Flatten() if kernel == "cntk-v" else stax.GlobalAvgPool()
     _, _, kernel_fn = stax.serial(*layers, readout, stax.Dense(1, W_std=1.0))
-    with enable_x64():
-        x1 = jax.numpy.asarray(_images(n1, 1).permute(0, 2, 3, 1).numpy())
-        x2 = jax.numpy.asarray(_images(n2, 2).permute(0, 2, 3, 1).numpy())
+    with enable_x64(dtype == "float64"):
+        x1 = jax.numpy.asarray(_images(n1, 1).permute(0, 2, 3, 1).numpy().astype(dtype))
+        x2 = jax.numpy.asarray(_images(n2, 2).permute(0, 2, 3, 1).numpy().astype(dtype))
         compiled = jax.jit(kernel_fn, static_argnames="get").lower(x1, x2, get="ntk").compile()
         jax_device = x1.devices().pop()
         jax_platform = "cuda" if jax_device.platform in ("gpu", "cuda") else jax_device.platform
         benchmark.group = f"{kernel} depth {depth}"
-        benchmark.pedantic(lambda: compiled(x1, x2).block_until_ready(),
-                           rounds=NEURAL_TANGENTS_ROUNDS[kernel],
+        values = np.asarray(compiled(x1, x2))
+        benchmark.pedantic(lambda: compiled(x1, x2).block_until_ready(), rounds=ROUNDS,
                            iterations=1, warmup_rounds=0)
-    seconds = benchmark.stats.stats.min
+    stats = benchmark.stats.stats
+    exact = _exact(kernel, depth, n1, n2).numpy()
+    info = _device_info(torch.device("cpu" if jax_platform == "cpu" else "cuda"))
+    if jax_platform != "cpu":
+        info["device"] = f"{jax_platform} ({jax_device.device_kind})"
     benchmark.extra_info.update(
-        entries_per_s=n1 * n2 / seconds, n_entries=n1 * n2,
-        device=f"{jax_platform} ({jax_device.device_kind}, jax {jax.__version__})",
-        device_type=jax_platform, dtype="float64", kernel=kernel, depth=depth,
-        implementation="neural-tangents")
+        entries_per_s=n1 * n2 / stats.min, n_entries=n1 * n2, seconds_per_entry=stats.min / (n1 * n2),
+        spread=stats.max / stats.min, device_type=jax_platform, dtype=dtype, kernel=kernel,
+        depth=depth, implementation="neural-tangents", backend="jax",
+        max_relative_error=float(np.max(np.abs(values - exact) / np.abs(exact))), **info)
+
+
+def test_machine_peak(benchmark, device):
+    """The roofline's ceiling: float32 operations per second (a fused multiply-add counts 2) of
+    a vectorised, L1-resident multiply-add loop on every thread (numba on CPU), or of a float32
+    matrix product without TF32 (CUDA)."""
+    if device.type == "cpu":
+        numba = pytest.importorskip("numba")
+
+        @numba.njit(parallel=True, fastmath=True, error_model="numpy")
+        def multiply_add(a, b, repeats):
+            for t in numba.prange(a.shape[0]):
+                x = a[t]
+                for _ in range(repeats):
+                    for k in range(x.shape[0]):
+                        x[k] = x[k] * b[k] + b[k]
+            return a
+
+        threads = _threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        a = np.ones((threads * 8, 1024), dtype=np.float32) * 0.5
+        b = np.full(1024, 0.999, dtype=np.float32)
+        repeats = 2000
+        multiply_add(a, b, 1)
+        benchmark.pedantic(lambda: multiply_add(a, b, repeats), rounds=ROUNDS, iterations=1)
+        operations = 2 * a.size * repeats  # a multiply and an add per element and repeat
+    elif device.type == "cuda":  # float32 matmul without TF32: the FMA units' peak
+        side = 8192
+        a = torch.rand(side, side, device=device)
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            fn = _synchronised(lambda: a @ a, device)
+            fn()
+            benchmark.pedantic(fn, rounds=ROUNDS, iterations=1)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+        operations = 2 * side**3
+    else:
+        pytest.skip(f"no peak measurement for {device.type}")
+    benchmark.extra_info.update(kind="peak", ops_per_s=operations / benchmark.stats.stats.min,
+                                dtype="float32", device_type=device.type, **_device_info(device))
+    assert math.isfinite(benchmark.extra_info["ops_per_s"])

@@ -2,11 +2,14 @@
 
     python -m dlclaims.benchreport bench.json [older.json ...] [--out-dir reports]
 
-writes ``reports/benchmarks.md`` (throughput table with ratios against the reference
-transcription and neural-tangents, the issue's ratio targets, a projection to the full
+writes ``reports/benchmarks.md`` (throughput per device, kernel, depth, implementation,
+backend and dtype, with the spread across rounds, accuracy against the float64 engine, peak
+memory, ratios against the torch engine, the reference transcription and neural-tangents, the
+percent of a measured roofline, the issue's targets, scaling with n, a projection to the full
 CIFAR-10 kernel, and one history column per run) and ``reports/benchmarks.png``.
 Benchmarks count when their ``extra_info`` has ``entries_per_s``, ``kernel``, ``depth``,
-``implementation`` and ``device_type`` (see benchmarks/test_cntk_throughput.py).
+``implementation`` and ``device_type`` (see benchmarks/test_cntk_throughput.py); a run's
+``kind="peak"`` entry gives the roofline, ``kind="scaling"`` entries the scaling table.
 """
 
 from __future__ import annotations
@@ -14,17 +17,35 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ENGINE, REFERENCE, NEURAL_TANGENTS = "engine", "reference", "neural-tangents"
-# Issue 5: (kernel, baseline implementation, minimum engine speed-up on the same device).
-TARGETS = (("cntk-gap", NEURAL_TANGENTS, 5.0), ("cntk-v", REFERENCE, 20.0))
+TORCH, FUSED = "torch", "fused"
+# Issue 17's targets: (device type, kernel, depth, what, number). "max_us": at most that many
+# µs per entry (fused float32); "vs_torch": at least × the torch engine in the same dtype;
+# "vs_nt": at least × neural-tangents in the same dtype.
+TARGETS = (
+    ("cpu", "cntk-v", 21, "max_us", 15.0), ("cpu", "cntk-v", 21, "vs_torch", 5.0),
+    ("cpu", "cntk-gap", 21, "max_us", 25_000.0), ("cpu", "cntk-gap", 21, "vs_torch", 4.0),
+    ("cpu", "cntk-gap", 3, "vs_nt", 50.0),
+    ("cuda", "cntk-v", 21, "max_us", 0.1), ("cuda", "cntk-gap", 21, "max_us", 100.0),
+)
 # Full CIFAR-10 kernel: one triangle (with diagonal) of the 50k train Gram + 50k × 10k test.
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 CIFAR_ENTRIES = CIFAR_TRAIN * (CIFAR_TRAIN + 1) // 2 + CIFAR_TRAIN * CIFAR_TEST
+# Roofline model of one CNTK entry at 32×32: every layer updates each cell of its offset
+# classes (H·W cells for CNTK-V, (H·W)² for GAP) with ≈ 48 float32 operations (an FMA
+# counts 2): two 3×3 box sums done separably (8 adds), Σ and Θ scalings (3), P, Σ², P − Σ²,
+# max, √ (5), the atan2 polynomial with its reduction (≈ 28: |x|, max, min, ÷, t², 8 FMAs,
+# ×, 2 × (− and select)), J and D (3), the class masks (2). Memory traffic is negligible:
+# everything stays in L1 (CPU) or registers / shared memory (GPU), so the roofline is the
+# arithmetic peak of the same run's `test_machine_peak`.
+OPS_PER_CELL_LAYER = 48
+IMAGE_SIDE = 32
 _REQUIRED = ("entries_per_s", "kernel", "depth", "implementation", "device_type")
 _IMPLEMENTATION_ORDER = {ENGINE: 0, REFERENCE: 1, NEURAL_TANGENTS: 2}
+_BACKEND_ORDER = {FUSED: 0, TORCH: 1}
 
 
 @dataclass(frozen=True)
@@ -37,10 +58,21 @@ class Measurement:
     implementation: str
     entries_per_s: float
     n_entries: int
+    backend: str = ""
+    dtype: str = "float64"
+    spread: float | None = None  # slowest / fastest round
+    max_relative_error: float | None = None  # against the float64 torch engine
+    peak_mib: float | None = None
+    versions: str = ""
 
     @property
-    def key(self) -> tuple[str, str, int, str]:
-        return (self.device_type, self.kernel, self.depth, self.implementation)
+    def key(self) -> tuple[str, str, int, str, str, str]:
+        return (self.device_type, self.kernel, self.depth, self.implementation, self.backend,
+                self.dtype)
+
+    @property
+    def us_per_entry(self) -> float:
+        return 1e6 / self.entries_per_s
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,12 @@ class Run:
     label: str
     timestamp: str
     measurements: tuple[Measurement, ...]
+    peaks: dict = field(default_factory=dict)  # device_type → float32 ops/s
+    scaling: tuple[dict, ...] = ()
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def load_run(path: str | Path) -> Run:
@@ -56,20 +94,32 @@ def load_run(path: str | Path) -> Run:
     commit = (data.get("commit_info") or {}).get("id") or ""
     label = f"{timestamp[:16].replace('T', ' ')}" + (f" @{commit[:7]}" if commit else "")
     label = label.strip() or Path(path).stem
-    measurements = []
+    measurements, peaks, scaling = [], {}, []
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info") or {}
+        if info.get("kind") == "peak":
+            peaks[info["device_type"]] = float(info["ops_per_s"])
+            continue
+        if info.get("kind") == "scaling":
+            scaling.append(info)
+            continue
         if not all(k in info for k in _REQUIRED):
             continue
         measurements.append(Measurement(
             run=label, device_type=info["device_type"], device=info.get("device", info["device_type"]),
             kernel=info["kernel"], depth=int(info["depth"]), implementation=info["implementation"],
-            entries_per_s=float(info["entries_per_s"]), n_entries=int(info.get("n_entries", 0))))
-    return Run(label=label, timestamp=timestamp, measurements=tuple(measurements))
+            entries_per_s=float(info["entries_per_s"]), n_entries=int(info.get("n_entries", 0)),
+            backend=info.get("backend", ""), dtype=info.get("dtype", "float64"),
+            spread=_optional_float(info.get("spread")),
+            max_relative_error=_optional_float(info.get("max_relative_error")),
+            peak_mib=_optional_float(info.get("peak_mib")), versions=info.get("versions", "")))
+    return Run(label=label, timestamp=timestamp, measurements=tuple(measurements), peaks=peaks,
+               scaling=tuple(scaling))
 
 
 def latest(runs: Sequence[Run]) -> dict[tuple, Measurement]:
-    """Each (device, kernel, depth, implementation) from the newest run that measured it."""
+    """Each (device, kernel, depth, implementation, backend, dtype) from the newest run that
+    measured it."""
     merged: dict[tuple, Measurement] = {}
     for run in sorted(runs, key=lambda r: r.timestamp):
         for m in run.measurements:
@@ -77,9 +127,46 @@ def latest(runs: Sequence[Run]) -> dict[tuple, Measurement]:
     return merged
 
 
-def _ratio(measurements: dict[tuple, Measurement], m: Measurement, baseline: str) -> float | None:
-    base = measurements.get((m.device_type, m.kernel, m.depth, baseline))
+def latest_peaks(runs: Sequence[Run]) -> dict[str, float]:
+    peaks: dict[str, float] = {}
+    for run in sorted(runs, key=lambda r: r.timestamp):
+        peaks.update(run.peaks)
+    return peaks
+
+
+def ops_per_entry(kernel: str, depth: int, side: int = IMAGE_SIDE) -> float:
+    """Roofline operations of one kernel entry (see `OPS_PER_CELL_LAYER`)."""
+    cells = side * side if kernel == "cntk-v" else (side * side) ** 2
+    return OPS_PER_CELL_LAYER * cells * (depth - 1)
+
+
+def _find(measurements: dict[tuple, Measurement], m: Measurement, implementation: str,
+          backend: str, dtype: str | None = None) -> Measurement | None:
+    return measurements.get((m.device_type, m.kernel, m.depth, implementation, backend,
+                             m.dtype if dtype is None else dtype))
+
+
+def _ratio(m: Measurement, base: Measurement | None) -> float | None:
     return m.entries_per_s / base.entries_per_s if base else None
+
+
+def _vs_torch(current, m: Measurement) -> float | None:
+    return _ratio(m, _find(current, m, ENGINE, TORCH))
+
+
+def _vs_reference(current, m: Measurement) -> float | None:
+    return _ratio(m, _find(current, m, REFERENCE, "per-pair", "float64"))
+
+
+def _vs_neural_tangents(current, m: Measurement) -> float | None:
+    return _ratio(m, _find(current, m, NEURAL_TANGENTS, "jax"))
+
+
+def roofline_percent(m: Measurement, peaks: dict[str, float]) -> float | None:
+    peak = peaks.get(m.device_type)
+    if not peak:
+        return None
+    return 100.0 * m.entries_per_s * ops_per_entry(m.kernel, m.depth) / peak
 
 
 def _fmt_rate(x: float) -> str:
@@ -90,6 +177,18 @@ def _fmt_ratio(x: float | None) -> str:
     return "–" if x is None else f"{x:,.1f}×"
 
 
+def _fmt_optional(x: float | None, pattern: str) -> str:
+    return "–" if x is None else format(x, pattern)
+
+
+def _fmt_time(us: float) -> str:
+    if us >= 1e6:
+        return f"{us / 1e6:,.2f} s"
+    if us >= 1e3:
+        return f"{us / 1e3:,.2f} ms"
+    return f"{us:,.3g} µs"
+
+
 def _fmt_duration(seconds: float) -> str:
     for unit, size in (("years", 365.25 * 86400.0), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
         if seconds >= size:
@@ -97,13 +196,13 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def _series_key(device_type: str, implementation: str):
+def _series_key(device_type: str, implementation: str, backend: str = "", dtype: str = ""):
     return (device_type, _IMPLEMENTATION_ORDER.get(implementation, len(_IMPLEMENTATION_ORDER)),
-            implementation)
+            implementation, _BACKEND_ORDER.get(backend, len(_BACKEND_ORDER)), backend, dtype)
 
 
 def _sort_key(m: Measurement):
-    return (m.kernel, m.depth) + _series_key(m.device_type, m.implementation)
+    return (m.kernel, m.depth) + _series_key(m.device_type, m.implementation, m.backend, m.dtype)
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -112,39 +211,94 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _target_rows(current: dict[tuple, Measurement]) -> list[list[str]]:
+    rows = []
+    for device_type, kernel, depth, what, number in TARGETS:
+        fused = [m for m in current.values()
+                 if (m.device_type, m.kernel, m.depth, m.implementation, m.backend, m.dtype)
+                 == (device_type, kernel, depth, ENGINE, FUSED, "float32")]
+        if not fused:
+            rows.append([device_type, kernel, str(depth), _target_text(what, number),
+                         "–", "not measured"])
+            continue
+        m = fused[0]
+        if what == "max_us":
+            value, met, shown = m.us_per_entry, m.us_per_entry <= number, _fmt_time(m.us_per_entry)
+        else:
+            ratio = _vs_torch(current, m) if what == "vs_torch" else _vs_neural_tangents(current, m)
+            value, met, shown = ratio, ratio is not None and ratio >= number, _fmt_ratio(ratio)
+        verdict = "not measured" if value is None else ("met" if met else "NOT met")
+        rows.append([m.device, kernel, str(depth), _target_text(what, number), shown, verdict])
+    return rows
+
+
+def _target_text(what: str, number: float) -> str:
+    return {"max_us": f"fused float32 ≤ {_fmt_time(number)} per entry",
+            "vs_torch": f"fused ≥ {number:g}× torch engine, float32",
+            "vs_nt": f"fused ≥ {number:g}× neural-tangents, float32"}[what]
+
+
 def render_markdown(runs: Sequence[Run], chart_name: str | None) -> str:
     current = latest(runs)
+    peaks = latest_peaks(runs)
     ordered = sorted(current.values(), key=_sort_key)
     lines = ["# CNTK throughput", "",
              "Kernel entries per second (an entry is one K(x, z) value; every benchmark computes "
-             "a cross kernel, so each entry is really computed). Runs: "
+             "a cross kernel, so each entry is really computed) at 32×32×3, fastest of the rounds, "
+             "with the spread (slowest / fastest round), the largest relative error against the "
+             "float64 torch engine, and the peak memory one call adds. Runs: "
              + ", ".join(r.label for r in sorted(runs, key=lambda r: r.timestamp)) + ".", ""]
+    devices = sorted({(m.device, m.versions) for m in ordered})
+    lines += ["Devices: " + "; ".join(f"{d} — {v}" if v else d for d, v in devices) + ".", ""]
     lines += _table(
-        ["device", "kernel", "depth", "implementation", "entries/s", "× reference", "× neural-tangents"],
-        ([m.device, m.kernel, str(m.depth), m.implementation, _fmt_rate(m.entries_per_s),
-          _fmt_ratio(_ratio(current, m, REFERENCE)) if m.implementation != REFERENCE else "",
-          _fmt_ratio(_ratio(current, m, NEURAL_TANGENTS)) if m.implementation != NEURAL_TANGENTS else ""]
+        ["device", "kernel", "depth", "implementation", "backend", "dtype", "entries/s",
+         "time / entry", "spread", "max rel. error", "peak MiB", "× torch", "× reference",
+         "× neural-tangents", "% roofline"],
+        ([m.device, m.kernel, str(m.depth), m.implementation, m.backend, m.dtype,
+          _fmt_rate(m.entries_per_s), _fmt_time(m.us_per_entry),
+          _fmt_optional(m.spread, ".2f"), _fmt_optional(m.max_relative_error, ".1e"),
+          _fmt_optional(m.peak_mib, ",.1f"),
+          _fmt_ratio(_vs_torch(current, m)) if m.backend != TORCH else "",
+          _fmt_ratio(_vs_reference(current, m)) if m.implementation != REFERENCE else "",
+          _fmt_ratio(_vs_neural_tangents(current, m)) if m.implementation != NEURAL_TANGENTS else "",
+          _fmt_optional(roofline_percent(m, peaks), ".1f")]
          for m in ordered))
 
-    lines += ["", "## Targets (issue 5)", "",
-              "CNTK-GAP engine ≥ 5× neural-tangents; CNTK-V engine ≥ 20× the reference "
-              "transcription, on the same device.", ""]
-    target_rows = []
-    for kernel, baseline, minimum in TARGETS:
-        for m in ordered:
-            if m.implementation == ENGINE and m.kernel == kernel:
-                ratio = _ratio(current, m, baseline)
-                verdict = "not measured" if ratio is None else ("met" if ratio >= minimum else "NOT met")
-                target_rows.append([m.device, kernel, str(m.depth), f"≥ {minimum:g}× {baseline}",
-                                    _fmt_ratio(ratio), verdict])
-    lines += _table(["device", "kernel", "depth", "target", "measured", "verdict"], target_rows)
+    lines += ["", "## Targets (issue 17)", "",
+              ("On the 2-core CPU the issue measured (ratios side by side in one run); GPU "
+              "targets on an H100/H200."), ""]
+    lines += _table(["device", "kernel", "depth", "target", "measured", "verdict"],
+                    _target_rows(current))
+
+    lines += ["", "## Roofline", "",
+              (f"One entry costs ≈ {OPS_PER_CELL_LAYER} float32 operations per cell and layer "
+              f"(H·W cells for CNTK-V, (H·W)² for GAP; see `OPS_PER_CELL_LAYER`), all in cache, "
+              f"so the ceiling is the arithmetic peak measured in the same run:"), ""]
+    lines += _table(["device type", "measured peak (float32 ops/s)", "CNTK-V depth 21 floor",
+                     "CNTK-GAP depth 21 floor"],
+                    ([d, f"{p:.3g}", _fmt_time(1e6 * ops_per_entry("cntk-v", 21) / p),
+                      _fmt_time(1e6 * ops_per_entry("cntk-gap", 21) / p)]
+                     for d, p in sorted(peaks.items())))
+
+    scaling = [s for run in sorted(runs, key=lambda r: r.timestamp)[-1:] for s in run.scaling]
+    if scaling:
+        lines += ["", "## Scaling with n (fused float32, depth 21)", "",
+                  ("Cross: n × n kernel; Gram: the symmetric n × n matrix (n(n + 1)/2 pairs "
+                  "computed, n² entries delivered)."), ""]
+        lines += _table(["device", "kernel", "mode", "n", "entries/s", "spread", "peak MiB"],
+                        ([s.get("device", s["device_type"]), s["kernel"], s["mode"], str(r["n"]),
+                          _fmt_rate(r["entries_per_s"]), _fmt_optional(r.get("spread"), ".2f"),
+                          _fmt_optional(r.get("peak_mib"), ",.1f")]
+                         for s in scaling for r in s["rows"]))
 
     lines += ["", "## Projection: the full CIFAR-10 kernel", "",
-              f"{CIFAR_TRAIN:,} × {CIFAR_TRAIN:,} train Gram (one triangle) + {CIFAR_TRAIN:,} × "
-              f"{CIFAR_TEST:,} test = {CIFAR_ENTRIES:,} entries, at the measured rate on one device.", ""]
-    lines += _table(["device", "kernel", "depth", "implementation", "entries/s", "projected time"],
-                    ([m.device, m.kernel, str(m.depth), m.implementation, _fmt_rate(m.entries_per_s),
-                      _fmt_duration(CIFAR_ENTRIES / m.entries_per_s)] for m in ordered))
+              (f"{CIFAR_TRAIN:,} × {CIFAR_TRAIN:,} train Gram (one triangle) + {CIFAR_TRAIN:,} × "
+              f"{CIFAR_TEST:,} test = {CIFAR_ENTRIES:,} entries, at the measured rate on one device."), ""]
+    lines += _table(["device", "kernel", "depth", "implementation", "backend", "dtype", "entries/s",
+                     "projected time"],
+                    ([m.device, m.kernel, str(m.depth), m.implementation, m.backend, m.dtype,
+                      _fmt_rate(m.entries_per_s), _fmt_duration(CIFAR_ENTRIES / m.entries_per_s)]
+                     for m in ordered))
 
     if len(runs) > 1:
         history = sorted(runs, key=lambda r: r.timestamp)
@@ -152,8 +306,9 @@ def render_markdown(runs: Sequence[Run], chart_name: str | None) -> str:
         keys = sorted({m.key for run in history for m in run.measurements},
                       key=lambda k: _sort_key(current[k]))
         lines += ["", "## History (entries/s per run)", ""]
-        lines += _table(["device", "kernel", "depth", "implementation"] + [r.label for r in history],
-                        ([k[0], k[1], str(k[2]), k[3]]
+        lines += _table(["device", "kernel", "depth", "implementation", "backend", "dtype"]
+                        + [r.label for r in history],
+                        ([k[0], k[1], str(k[2]), k[3], k[4], k[5]]
                          + [_fmt_rate(run[k].entries_per_s) if k in run else "–" for run in by_run]
                          for k in keys))
     if chart_name:
@@ -162,7 +317,8 @@ def render_markdown(runs: Sequence[Run], chart_name: str | None) -> str:
 
 
 def render_chart(runs: Sequence[Run], path: Path) -> None:
-    """Grouped bars (log scale): one panel per kernel, depths on x, a bar per implementation."""
+    """Grouped bars (log scale): one panel per kernel, depths on x, a bar per series
+    (device, implementation, backend, dtype)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,26 +326,27 @@ def render_chart(runs: Sequence[Run], path: Path) -> None:
 
     current = sorted(latest(runs).values(), key=_sort_key)
     kernels = sorted({m.kernel for m in current})
-    fig, axes = plt.subplots(1, max(1, len(kernels)), figsize=(6 * max(1, len(kernels)), 4),
+    fig, axes = plt.subplots(1, max(1, len(kernels)), figsize=(7 * max(1, len(kernels)), 4.5),
                              squeeze=False)
     for ax, kernel in zip(axes[0], kernels):
         rows = [m for m in current if m.kernel == kernel]
         depths = sorted({m.depth for m in rows})
-        series = sorted({(m.device_type, m.implementation) for m in rows},
+        series = sorted({(m.device_type, m.implementation, m.backend, m.dtype) for m in rows},
                         key=lambda s: _series_key(*s))
         width = 0.8 / max(1, len(series))
-        for i, (device_type, implementation) in enumerate(series):
+        for i, (device_type, implementation, backend, dtype) in enumerate(series):
             values = {m.depth: m.entries_per_s for m in rows
-                      if (m.device_type, m.implementation) == (device_type, implementation)}
+                      if (m.device_type, m.implementation, m.backend, m.dtype)
+                      == (device_type, implementation, backend, dtype)}
             xs = [d_i + i * width for d_i, d in enumerate(depths) if d in values]
-            ax.bar(xs, [values[d] for d in depths if d in values], width,
-                   label=f"{implementation} ({device_type})")
+            label = f"{implementation}{'/' + backend if backend else ''} {dtype} ({device_type})"
+            ax.bar(xs, [values[d] for d in depths if d in values], width, label=label)
         ax.set_xticks([d_i + 0.4 - width / 2 for d_i in range(len(depths))], [str(d) for d in depths])
         ax.set_yscale("log")
         ax.set_xlabel("depth")
         ax.set_ylabel("kernel entries / s")
         ax.set_title(kernel)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
