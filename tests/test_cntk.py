@@ -154,7 +154,7 @@ def test_fused_float32_self_pairs_are_exact():
     x = _images(5, 3, 9, 9, seed=12).float()
     nngp = cntk(x, depth=4, kind="nngp", dtype=torch.float32, backend="fused", device="cpu")
     padded = torch.from_numpy(_fused_cpu.self_variances(x, 3))  # layers 1..3, padded maps
-    maps = padded.reshape(5, 3, 9 + 3, 9 + 2)[:, :, 1:10, 1:10]
+    maps = padded.reshape(5, 3, 9 + 4, 9 + 1)[:, :, 2:11, :9]
     pi32 = torch.tensor(math.pi, dtype=torch.float32)
     j_last = (pi32 * maps[:, 2]).double()  # J = √P·sin θ + (π − θ)Σ with θ = 0, in float32
     expected = j_last.sum(dim=(1, 2)) / (2 * math.pi * 81)

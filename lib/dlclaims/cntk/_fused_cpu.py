@@ -3,24 +3,25 @@
 The torch engine (`_recursion`) runs each layer over a whole block of pairs, ~19 passes over
 memory per entry and layer, so it is bandwidth-bound. Here one loop nest takes one image pair
 and one offset class ``δ = p − p'`` (the 3×3 box sum moves p and p' by the same shift, so a
-class never mixes with another) through *all* layers: the class is a zero-padded
-``(H − |δᵢ|) × (W − |δⱼ|)`` rectangle, four such maps (J, D of this layer and the next) are
-< 20 KiB at 32×32, and every layer reads and writes only them. CNTK-V is the class δ = 0;
-CNTK-GAP sums all ``(2H − 1)(2W − 1)`` classes. Pairs are spread over threads (`prange`);
-each pair runs in one thread, so its value does not depend on the thread count.
+class never mixes with another) through *all* layers, in a few flat maps of one padded image
+each (< 40 KiB at 32×32), read and written only by long, vectorised loops. CNTK-V is the
+class δ = 0; CNTK-GAP sums all classes, two at a time per flat shift (see `offset_class`), so
+its rows are fully used. Pairs are spread over threads (`prange`); each pair runs in one
+thread, so its value does not depend on the thread count.
 
 Arithmetic is the engine's (see `_recursion`): ``J = 2π·Σ̂``, ``D = 2π·Θ̂``, per layer
 ``Σ = s·box(J)``, ``Θ = Σ + s·box(D)``, then ``√P sin θ = √max(P − Σ², 0)``,
 ``π − θ = atan2(√P sin θ, −Σ)``, ``J' = √P sin θ + (π − θ)Σ``, ``D' = Θ(π − θ)``, with the
 pooled sums of J and D kept in float64 per depth. In float32 the angle comes from a
-degree-17 odd minimax polynomial for atan on [0, 1] (absolute error ≤ 1.2e-7, float32
+degree-17 odd minimax polynomial for atan on [0, 1] (absolute error ≤ 1.0e-7, float32
 rounding), plain arithmetic that LLVM vectorises; float64 calls libm's ``atan2``.
 
 Self-pairs are exact: the per-image variance maps Σ_l(x, x)[p, p] are computed by this same
 loop nest (``record=True``, writing each layer's Σ before its ReLU reads it back), so for an
 image paired with itself ``P − Σ²`` is exactly 0, θ exactly 0, and the arc-cosine
-derivative adds no √ε rounding noise to a Gram diagonal. No fast-math: LLVM neither
-reassociates nor contracts (FMA) these operations, so every compilation rounds alike.
+derivative adds no √ε rounding noise to a Gram diagonal. No fast-math on that path: LLVM
+neither reassociates nor contracts (FMA) it, so every compilation rounds alike (only the
+atan polynomial may use FMAs, and the pooled sums reassociate into SIMD lanes).
 """
 
 from __future__ import annotations
@@ -106,33 +107,39 @@ def _pooled_sum(values):
 
 @numba.njit(error_model="numpy", cache=True)
 def offset_class(x, z, vx, vz, height, width, di, dj, n_layers, record_at, fix_first_layer,
-                 with_ntk, record, constants, column_mask, work, sums):
-    """One offset class of one pair through all layers; adds Σ J, Σ D to ``sums[k]``
-    for each layer l with ``record_at[l] = k ≥ 0``.
+                 with_ntk, record, constants, real, work, sums):
+    """The offset classes of one pair under one flat shift, through all layers; adds Σ J, Σ D
+    to ``sums[k]`` for each layer l with ``record_at[l] = k ≥ 0``.
 
-    Every map is flat with the padded image's row stride ``s = W + 2`` (`pad_images`):
-    class cell (i, j), 1 ≤ i ≤ H − |di|, 1 ≤ j ≤ W − |dj|, is ``k = i·s + j`` and reads
-    x at ``k + ox``, z at ``k + oz``. Loops run over whole rows 1..R, so they are long
-    and vectorise; the cells right of the class (columns past W − |dj| and the padding)
-    hold finite garbage until ``column_mask[dj]`` zeroes them after each layer, which
-    makes them the zero padding the next box sum needs. Loops index zero-based slices
-    (numba then knows no index is negative and emits no wrap-around checks).
+    Images and maps are flat with row stride ``S = W + 1`` (`pad_images`: one zero column
+    per row, two zero rows above and below). A map is indexed by the z cell k and pairs it
+    with the x cell ``k + Δ``, ``Δ = di·S + dj`` with ``0 ≤ dj ≤ W``: where z's column plus dj
+    stays in the row that is offset class (di, dj); where it wraps past the zero column into
+    the next row it is class (di + 1, dj − S). The zero column keeps the two apart in the box
+    sum, and every class of the pair belongs to exactly one shift, so a GAP pair is
+    2H·(W + 1) long, fully used rows instead of (2H − 1)(2W − 1) ragged rectangles; CNTK-V
+    is the shift 0. ``real`` (1 at image pixels, 0 at padding) gives the cells where both
+    sides are pixels; the rest hold finite garbage until the mask zeroes them after each
+    layer, which makes them the zero padding the next box sum needs. Loops index zero-based
+    slices (numba then knows no index is negative and emits no wrap-around checks).
 
-    ``x``, ``z``: (C, (H + 3)·s) padded images; ``vx``, ``vz``: (L, (H + 3)·s) padded
-    variance maps (with ``record`` the same array, written here). ``constants``: 0,
-    layer 1's and later layers' scales. ``work``: (7, (H + 3)·s + 2) scratch; all in
-    the images' dtype.
+    ``x``, ``z``: (C, (H + 4)·S) padded images; ``vx``, ``vz``: (L, (H + 4)·S) padded
+    variance maps (with ``record`` the same array, written here). ``constants``: 0, layer
+    1's and later layers' scales. ``work``: (8, (H + 4)·S + 2) scratch; all in the images'
+    dtype.
     """
     channels = x.shape[0]
-    stride = width + 2
-    rows = height - abs(di)
-    ox = max(di, 0) * stride + max(dj, 0)
-    oz = max(-di, 0) * stride + max(-dj, 0)
-    # Cell k lives at index k + 1 of a work buffer, so that k − 1 − s ≥ 0 at row 1.
-    lo = stride  # first cell of row 1
-    hi = (rows + 1) * stride  # past row R
+    stride = width + 1
+    shift = di * stride + dj
+    # z rows whose x partner row (i + di, or i + di + 1 past the wrap) can be a pixel.
+    first_row = max(0, -di - 1)
+    last_row = min(height, height - di)
+    if first_row >= last_row:
+        return
+    lo = (first_row + 2) * stride
+    hi = (last_row + 2) * stride
     n = hi - lo
-    mask = column_mask[dj + width - 1, lo:hi]
+    # Cell k lives at index k + 1 of a work buffer, so that k − 1 − S ≥ 0.
     j_prev = work[0]
     d_prev = work[1]
     j_next = work[2]
@@ -140,17 +147,23 @@ def offset_class(x, z, vx, vz, height, width, di, dj, n_layers, record_at, fix_f
     vert_j = work[4, lo:hi + 2]  # cells lo − 1 .. hi
     vert_d = work[5, lo:hi + 2]
     sigma = work[6, lo + 1:hi + 1]
-    # Row R + 1 is the bottom padding (row 0 is never written).
-    work[:4, hi + 1:hi + 1 + stride] = 0.0
+    mask = work[7, lo + 1:hi + 1]
+    # The row above and the row below the computed cells are the box sum's zero padding.
+    work[:4, lo - stride:lo + 1] = 0.0
+    work[:4, hi + 1:hi + 2 + stride] = 0.0
+    real_z = real[lo:hi]
+    real_x = real[lo + shift:hi + shift]
+    for t in range(n):
+        mask[t] = real_z[t] * real_x[t]
     # Layer 1's input: Σ_c x_c[p] z_c[p'], channel by channel (as the variance maps).
     first = j_prev[lo + 1:hi + 1]
-    x_c = x[0, lo + ox:hi + ox]
-    z_c = z[0, lo + oz:hi + oz]
+    x_c = x[0, lo + shift:hi + shift]
+    z_c = z[0, lo:hi]
     for t in range(n):
         first[t] = x_c[t] * z_c[t]
     for c in range(1, channels):
-        x_c = x[c, lo + ox:hi + ox]
-        z_c = z[c, lo + oz:hi + oz]
+        x_c = x[c, lo + shift:hi + shift]
+        z_c = z[c, lo:hi]
         for t in range(n):
             first[t] += x_c[t] * z_c[t]
     for t in range(n):
@@ -173,8 +186,8 @@ def offset_class(x, z, vx, vz, height, width, di, dj, n_layers, record_at, fix_f
                 vert_d[t] = up[t] + mid[t] + down[t]
         for t in range(n):
             sigma[t] = scale * (vert_j[t] + vert_j[t + 1] + vert_j[t + 2])
-        variance_x = vx[layer, lo + ox:hi + ox]
-        variance_z = vz[layer, lo + oz:hi + oz]
+        variance_x = vx[layer, lo + shift:hi + shift]
+        variance_z = vz[layer, lo:hi]
         if record:
             for t in range(n):
                 variance_x[t] = sigma[t]
@@ -203,65 +216,60 @@ def offset_class(x, z, vx, vz, height, width, di, dj, n_layers, record_at, fix_f
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _self_variances(images, height, width, n_layers, constants, column_mask):
-    """Σ_l(x, x)[p, p] for layers 1..n_layers, padded like the images: (n, L, (H + 3)·s),
+def _self_variances(images, height, width, n_layers, constants, real):
+    """Σ_l(x, x)[p, p] for layers 1..n_layers, padded like the images: (n, L, (H + 4)·S),
     computed by `offset_class` itself so that self-pairs see these very numbers."""
     n, _, size = images.shape
     maps = np.zeros((n, n_layers, size), dtype=images.dtype)
     record_at = np.full(n_layers, -1, dtype=np.int64)
     for m in numba.prange(n):
-        work = np.zeros((7, size + 2), dtype=images.dtype)
+        work = np.zeros((8, size + 2), dtype=images.dtype)
         sums = np.zeros((1, 2), dtype=np.float64)
         offset_class(images[m], images[m], maps[m], maps[m], height, width, 0, 0, n_layers,
-                     record_at, False, False, True, constants, column_mask, work, sums)
+                     record_at, False, False, True, constants, real, work, sums)
     return maps
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
 def _pair_sums(rows, cols, row_maps, col_maps, height, width, pair_rows, pair_cols, n_layers,
                record_at, n_records, full_spatial, fix_first_layer, with_ntk, constants,
-               column_mask, n_chunks):
+               real, n_chunks):
     """Pooled Σ J and Σ D at each recorded depth for each listed pair: (pairs, records, 2)."""
     n_pairs = len(pair_rows)
     size = rows.shape[2]
     out = np.zeros((n_pairs, n_records, 2), dtype=np.float64)
-    span_i = height - 1 if full_spatial else 0
-    span_j = width - 1 if full_spatial else 0
-    # Pairs in contiguous chunks, a few per thread: scratch is allocated once per chunk.
+    # CNTK-V: the shift 0 only; GAP: every row shift −H..H − 1 and column shift 0..W.
+    first_di = -height if full_spatial else 0
+    last_di = height - 1 if full_spatial else 0
+    last_dj = width if full_spatial else 0
     for chunk in numba.prange(n_chunks):
-        work = np.zeros((7, size + 2), dtype=rows.dtype)
+        work = np.zeros((8, size + 2), dtype=rows.dtype)
         sums = np.zeros((n_records, 2), dtype=np.float64)
         for q in range(chunk * n_pairs // n_chunks, (chunk + 1) * n_pairs // n_chunks):
             a = pair_rows[q]
             b = pair_cols[q]
             sums[:] = 0.0
-            for di in range(-span_i, span_i + 1):
-                for dj in range(-span_j, span_j + 1):
+            for di in range(first_di, last_di + 1):
+                for dj in range(0, last_dj + 1):
                     offset_class(rows[a], cols[b], row_maps[a], col_maps[b], height, width,
                                  di, dj, n_layers, record_at, fix_first_layer, with_ntk, False,
-                                 constants, column_mask, work, sums)
+                                 constants, real, work, sums)
             out[q] = sums
     return out
 
 
 def pad_images(images: np.ndarray) -> np.ndarray:
-    """(n, C, H, W) → (n, C, (H + 3)·(W + 2)): one zero row above, two below (slack for the
-    garbage columns of a shifted class), one zero column each side; flat per channel."""
+    """(n, C, H, W) → (n, C, (H + 4)·(W + 1)): two zero rows above and below, one zero
+    column after each row; flat per channel."""
     n, channels, height, width = images.shape
-    padded = np.zeros((n, channels, height + 3, width + 2), dtype=images.dtype)
-    padded[:, :, 1:height + 1, 1:width + 1] = images
+    padded = np.zeros((n, channels, height + 4, width + 1), dtype=images.dtype)
+    padded[:, :, 2:height + 2, :width] = images
     return padded.reshape(n, channels, -1)
 
 
-def column_masks(height: int, width: int, dtype: np.dtype) -> np.ndarray:
-    """(2W − 1, (H + 3)·(W + 2)): for column offset dj (row dj + W − 1), 1 at the class's
-    columns 1..W − |dj| and 0 elsewhere."""
-    stride = width + 2
-    columns = np.arange(stride)
-    masks = np.zeros((2 * width - 1, height + 3, stride), dtype=dtype)
-    for dj in range(-(width - 1), width):
-        masks[dj + width - 1, :, (columns >= 1) & (columns <= width - abs(dj))] = 1
-    return masks.reshape(2 * width - 1, -1)
+def pixel_indicator(height: int, width: int, dtype: np.dtype) -> np.ndarray:
+    """1 at the pixels of the padded flat layout, 0 at its padding."""
+    return pad_images(np.ones((1, 1, height, width), dtype=dtype))[0, 0]
 
 
 def _constants(dtype: np.dtype, channels: int) -> np.ndarray:
@@ -280,14 +288,14 @@ def _numba_threads() -> int:
 
 
 def self_variances(images: torch.Tensor, n_layers: int) -> np.ndarray:
-    """Per-image variance maps Σ_l(x, x)[p, p], padded: (n, n_layers, (H + 3)·(W + 2))."""
+    """Per-image variance maps Σ_l(x, x)[p, p], padded: (n, n_layers, (H + 4)·(W + 1))."""
     array = images.detach().cpu().contiguous().numpy()
     _check_dtype(array)
     _, channels, height, width = array.shape
     numba.set_num_threads(_numba_threads())
     return _self_variances(pad_images(array), height, width, n_layers,
                            _constants(array.dtype, channels),
-                           column_masks(height, width, array.dtype))
+                           pixel_indicator(height, width, array.dtype))
 
 
 def pair_sums(rows: torch.Tensor, cols: torch.Tensor, row_maps: np.ndarray, col_maps: np.ndarray,
@@ -312,6 +320,6 @@ def pair_sums(rows: torch.Tensor, cols: torch.Tensor, row_maps: np.ndarray, col_
                       np.ascontiguousarray(pair_cols, dtype=np.int64),
                       n_layers, record_at, len(depths), full_spatial, fix_first_layer,
                       with_ntk, _constants(x.dtype, channels),
-                      column_masks(height, width, x.dtype),
+                      pixel_indicator(height, width, x.dtype),
                       max(1, min(len(pair_rows), CHUNKS_PER_THREAD * threads)))
     return torch.from_numpy(sums)
