@@ -93,7 +93,11 @@ def check_2k_row(kernel: str, device, spec, seed, claim, baseline):
         claim.control(f"{row}, depth {d} measured against the {other} paper number", measured,
                       holds=abs(measured.value - PAPER[other][d]) <= tol, threshold=threshold,
                       paper=PAPER[other][d], unit="%")
-    baseline.check({f"depth{d}": accs for d, accs in per_subset.items()})
+    from dlclaims.baselines import binomial
+
+    # CNTK regression accuracies on the full test set: an argmax that flips only at near-ties; binomial bounds it.
+    baseline.check({f"depth{d}": binomial(accs, len(full.y_test), "accuracy of CNTK regression")
+                    for d, accs in per_subset.items()})
 
 
 @pytest.mark.slow

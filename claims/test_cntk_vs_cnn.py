@@ -253,7 +253,13 @@ def test_cnn_vs_cntk(dataset, device, protocol, seed, claim, baseline):
     null_gap, null_per_depth, null_holds = within_gap({d: [null_kernel[d][1]] for d in depths})
     claim.control(f"{tag}: a CNTK-V fitted to shuffled labels is within 5 points of the CNN", null_gap,
                   holds=null_holds, threshold=threshold, unit="%", per_depth_gap=null_per_depth)
-    baseline.check(numbers)
+    from dlclaims.baselines import binomial
+
+    # Trained CNNs: another code path is another draw (binomial). CNTK-V: its argmax flips only at
+    # near-ties under rounding, so the binomial tolerance bounds it from above.
+    baseline.check({k: binomial(v, len(val[1]) if k.endswith("_val") else len(test[1]),
+                                "accuracy of trained CNNs / CNTK regression")
+                    for k, v in numbers.items()})
 
 
 def figure_accuracy_vs_depth(claim, tag, dataset, depths, cnn_test, cnn_val, kernel):
@@ -303,4 +309,7 @@ def test_cntk_gap_beats_cntk_v(device, protocol, seed, claim, baseline):
     claim.control(f"{tag}: CNTK-V depth {deep} − CNTK-V depth {shallow}", control,
                   holds=control.value >= gain_min and control.lo > 0, threshold=threshold,
                   paper=0.4343 - 0.4094, unit="%")
-    baseline.check(numbers)
+    from dlclaims.baselines import binomial
+
+    # float32/64 CNTK regression: an argmax that flips only at near-ties under rounding; binomial bounds it.
+    baseline.check({k: binomial(v, len(test[1]), "accuracy of CNTK regression") for k, v in numbers.items()})

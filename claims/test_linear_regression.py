@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dlclaims import data, linear, stats
+from dlclaims.baselines import conditioned, exact
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -109,7 +110,9 @@ def test_min_norm_design_rank(device, protocol, seed, claim, baseline):
         ranks[f"{name} collinear"] = rank
         claim.control(f"{name} with its last {k} {what} replaced by combinations of the others: rank = min(n, p)",
                       rank, holds=rank == min(collinear.shape), threshold=f"= {min(collinear.shape)}")
-    baseline.check({f"rank_{i}": r for i, r in enumerate(ranks.values())})
+    # A numerical rank counts singular values above σ_max·max(n, p)·ε; here they sit orders of magnitude
+    # away from that threshold, so no rounding difference moves the count.
+    baseline.check({f"rank_{i}": exact(r, f"numerical rank of {name}") for i, (name, r) in enumerate(ranks.items())})
 
 
 # ---------------------------------------------------------------- 2 GD/SGD → min norm
@@ -167,7 +170,13 @@ def test_min_norm_gd_sgd_from_zero(device, protocol, seed, claim, baseline):
                   holds=distance <= spec["sgd_tol"], threshold=f"≤ {spec['sgd_tol']:g}", train_mse=train_mse,
                   distance_to_ridge=linear.relative_distance(w, ridge),
                   ridge_train_mse=linear.mse(x, ridge, y))
-    baseline.check(numbers)
+    # Each descent step adds rounding of order ε, amplified at most by κ(XᵀX) over at most `steps` steps.
+    steps = max(spec["gd_steps"], *(e * math.ceil(n / b) for b, e in spec["sgd_epochs"].items()))
+    amplification = float(torch.linalg.cond(x)) ** 2 * steps
+    relative_to_one = ("distance", "leak", "random_start_exact")  # at the rounding floor: relative to 1
+    baseline.check({k: conditioned(v, amplification, "float64 gradient-descent iterate (distance, residual, MSE)",
+                                   scale=1.0 if k.endswith(relative_to_one) else abs(v))
+                    for k, v in numbers.items()})
 
 
 # ---------------------------------------------------------------- 3 kernel GD → min RKHS norm
@@ -208,7 +217,12 @@ def test_min_norm_kernel_gd(device, protocol, seed, claim, baseline):
     claim.control(f"{tag}: kernel GD from f₀ ≠ 0 converges to K⁻¹y (relative RKHS distance)", distance0,
                   holds=distance0 <= spec["tol"], threshold=f"≤ {spec['tol']:g}", max_train_residual=interpolates,
                   norm_ratio=_rkhs_distance(k_xx, k_zx, k_zz, alpha0, coef_z) / norm_min)
-    baseline.check({"distance": distance, "distance_from_nonzero_start": distance0, "max_train_residual": interpolates})
+    # Kernel GD: rounding of order ε per step, amplified at most by κ(K) over the steps.
+    amplification = float(eig[-1] / eig[0]) * spec["steps"]
+    why = "float64 kernel gradient descent (relative RKHS distance, residual in label units)"
+    baseline.check({"distance": conditioned(distance, amplification, why),
+                    "distance_from_nonzero_start": conditioned(distance0, amplification, why, scale=abs(distance0)),
+                    "max_train_residual": conditioned(interpolates, amplification, why)})
 
 
 # ---------------------------------------------------------------- 4 Marchenko–Pastur
@@ -253,8 +267,16 @@ def test_marchenko_pastur_spectrum(device, protocol, seed, claim, baseline):
         claim.control(f"{tag} but equicorrelated columns (ρ = {spec['correlation']:g}): KS distance to the MP law",
                       ks_corr, holds=ks_corr <= spec["ks_max"], threshold=f"≤ {spec['ks_max']:g}",
                       largest=float(correlated.max()))
-        numbers.update({f"ks_{gamma}": ks, f"edges_{gamma}": edges, f"zero_mass_{gamma}": zero_mass,
-                        f"ks_correlated_{gamma}": ks_corr})
+        # Symmetric eigenvalues move by ≲ p·ε·λ_max under rounding (Weyl): the KS distance (Lipschitz in
+        # the eigenvalues, density ≲ 1) by ~p·ε; the edge deviations by that over their Tracy–Widom scale.
+        tw_scale = min(linear.largest_eigenvalue_scale(n, p), linear.smallest_eigenvalue_scale(n, p))
+        why = "statistic of float64 symmetric eigenvalues"
+        numbers.update({
+            f"ks_{gamma}": conditioned(ks, p, why),
+            f"edges_{gamma}": conditioned(edges, p * float(nonzero.max()) / tw_scale, why),
+            f"zero_mass_{gamma}": exact(zero_mass, "fraction of eigenvalues below the rank tolerance (a count)"),
+            f"ks_correlated_{gamma}": conditioned(ks_corr, p * float(correlated.max()), why),
+        })
 
         grid = np.linspace(max(lo * 0.9, 1e-3), hi * 1.05, 400)
         ax.hist(nonzero, bins=50, density=True, alpha=0.5, label="eigenvalues ≠ 0")
@@ -276,10 +298,11 @@ def test_double_descent_min_norm_risk(device, protocol, seed, claim, baseline):
     # Family-wise level over the grid and the seed offsets the claim must hold for (Bonferroni).
     level = 1 - (1 - spec["level"]) / (len(grid) * spec["seed_offsets"])
     gen = torch.Generator().manual_seed(seed)
-    min_norm, ridge = {}, {}
+    min_norm, ridge, squared_condition = {}, {}, {}
     for p in grid:
         lam = linear.optimal_ridge_penalty(n, p, signal=r, noise=sigma)
         risks, ridge_risks = [], []
+        squared_condition[p] = 0.0  # the worst draw's κ(X)²: amplification of rounding in the risks (baseline)
         for _ in range(repeats):
             x = torch.randn(n, p, generator=gen, dtype=linear.DTYPE)
             beta = torch.randn(p, generator=gen, dtype=linear.DTYPE)
@@ -287,6 +310,7 @@ def test_double_descent_min_norm_risk(device, protocol, seed, claim, baseline):
             y = x @ beta + sigma * torch.randn(n, generator=gen, dtype=linear.DTYPE)
             x, y, beta = x.to(device), y.to(device), beta.to(device)
             risks.append(float(((linear.min_norm_solution(x, y) - beta) ** 2).sum()))
+            squared_condition[p] = max(squared_condition[p], float(torch.linalg.cond(x)) ** 2)
             ridge_risks.append(float(((linear.ridge_solution(x, y, lam) - beta) ** 2).sum()))
         min_norm[p], ridge[p] = stats.mean_ci(risks, level), stats.mean_ci(ridge_risks, level)
 
@@ -295,7 +319,8 @@ def test_double_descent_min_norm_risk(device, protocol, seed, claim, baseline):
     for p in grid:
         theory = linear.min_norm_risk(n, p, signal=r, noise=sigma)
         claim.check(f"{setting}: min-norm risk at p/n = {p / n:g} matches the exact formula "
-                    f"(CI {level:.5f}: 95 % Bonferroni over {len(grid)} p × {spec['seed_offsets']} seed offsets)", min_norm[p], holds=min_norm[p].contains(theory),
+                    f"(CI {level:.5f}: 95 % Bonferroni over {len(grid)} p × {spec['seed_offsets']} seed offsets)",
+                    min_norm[p], holds=min_norm[p].contains(theory),
                     threshold=f"CI ∋ {theory:.4g}", paper=theory, source="Hastie et al. 2019, Thm 1/2 (exact finite-n)")
 
     def peak_margin(curve) -> float:
@@ -323,7 +348,13 @@ def test_double_descent_min_norm_risk(device, protocol, seed, claim, baseline):
     ax.set(yscale="log", xlabel="p / n", ylabel="E‖β̂ − β‖²", title=f"Double descent, n = {n}, {repeats} draws per p")
     ax.legend(fontsize=8)
     claim.figure(fig, "double_descent")
-    baseline.check({"min_norm": [min_norm[p].value for p in grid], "ridge": [ridge[p].value for p in grid]})
+    amplification = [squared_condition[p] for p in grid]
+    min_norm_risk, ridge_risk = [min_norm[p].value for p in grid], [ridge[p].value for p in grid]
+    baseline.check({
+        "min_norm": conditioned(min_norm_risk, amplification, "mean float64 least-squares risk",
+                                scale=min(min_norm_risk)),
+        "ridge": conditioned(ridge_risk, amplification, "mean float64 ridge risk", scale=min(ridge_risk)),
+    })
 
 
 # ---------------------------------------------------------------- 6 seed 003's setting
@@ -367,4 +398,13 @@ def test_min_norm_seed003_mnist(device, protocol, seed, claim, baseline):
     claim.record(f"{setting}: condition number of XᵀX on the row space (σ_max²/σ_min²); "
                  "SGD's slowest mode needs ~1/(η λ_min) steps", kappa, paper="'decent'",
                  steps_for_slowest_mode=n / (spec["sgd_lr"] * float(s[-1]) ** 2))
-    baseline.check({"test_mse": test_mse, "sgd_train_mse": train_mse, "sgd_distance": distance, "kappa": kappa})
+    # κ = σ_max²/σ_min² of this draw stands for every draw's amplification (same kind of 500×784 design);
+    # SGD adds rounding over its epochs × n steps.
+    sgd_steps = spec["sgd_epochs"] * n
+    baseline.check({
+        "test_mse": conditioned(test_mse, kappa, "test MSE of the float64 min-norm solution",
+                                scale=float(test_mse.min())),
+        "sgd_train_mse": conditioned(train_mse, kappa * sgd_steps, "train MSE of float64 SGD", scale=train_mse),
+        "sgd_distance": conditioned(distance, kappa * sgd_steps, "distance of float64 SGD to X⁺y", scale=distance),
+        "kappa": conditioned(kappa, kappa, "condition number from float64 singular values", scale=kappa),
+    })

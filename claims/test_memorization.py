@@ -28,6 +28,7 @@ Zhang et al. 2017, "Understanding deep learning requires rethinking generalizati
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from dlclaims import data, stats, train  # noqa: E402
+from dlclaims.baselines import binomial, spread, trajectory  # noqa: E402
 from dlclaims.models import MLP, count_parameters, linear_classifier  # noqa: E402
 from dlclaims.models.cnn import WidthCNN  # noqa: E402
 
@@ -284,9 +286,17 @@ def test_label_corruption_sweep(device, protocol, seed, claim, baseline):
                   f"{protocol['several_times']:g}", epochs=null_epochs)
 
     _sweep_figures(claim, runs, corruptions, test_accuracy)
-    baseline.check({"test_accuracy": [e.value for e in test_accuracy],
-                    "epochs": [epochs[p] for p in corruptions], "narrow_train": narrow.train_accuracy,
-                    "null_epochs": null_epochs["second"]})
+    n_train, n_test = len(split.x_train), len(split.y_test)
+    # Epochs to fit: the spread measured over this test's own runs (seeds + 100 r), per p; at least
+    # one epoch, the count's resolution (three equal counts do not make the spread 0).
+    epochs_sd = np.maximum([[np.std(epochs[p], ddof=1)] for p in corruptions], 1.0)
+    baseline.check({
+        "test_accuracy": binomial([e.value for e in test_accuracy], n_test, "pooled test accuracy of trained MLPs"),
+        "epochs": spread([epochs[p] for p in corruptions], epochs_sd, "epochs until each run fits"),
+        "narrow_train": binomial(narrow.train_accuracy, n_train, "train accuracy of the narrow MLP"),
+        "null_epochs": spread(null_epochs["second"], max(np.std(null_epochs["second"], ddof=1), 1.0),
+                              "epochs until each true-label run fits"),
+    })
 
 
 def _fit_time_grows(epochs: dict, keys, several: float):
@@ -312,7 +322,8 @@ def _sweep_figures(claim, runs: dict, corruptions, test_accuracy: list[stats.Est
     right.errorbar(corruptions, errors, yerr=bars, marker="o", capsize=3, label="test error (mean of runs, 95 % CI)")
     right.axhline(0.9, color="gray", ls="--", label="chance (90 % error)")
     right.plot(corruptions, [0.0] * len(corruptions), "k:", label="train error")
-    right.set(xlabel="label corruption p", ylabel="error", ylim=(-0.02, 1.0), title="Error vs corruption (Zhang Fig. 1c)")
+    right.set(xlabel="label corruption p", ylabel="error", ylim=(-0.02, 1.0),
+              title="Error vs corruption (Zhang Fig. 1c)")
     right.legend(fontsize=8)
     claim.figure(fig, "label_corruption_sweep")
 
@@ -342,22 +353,27 @@ def test_randomized_images_are_memorized(device, protocol, seed, claim, baseline
                         (noisy.x_test, noisy.y_test))
         claim.check(f"{tag}: {kind.replace('_', ' ')} are fitted", run.train_accuracy, holds=run.train_accuracy == 1.0,
                     threshold="= 100 %", paper=1.0, unit="%", epochs_to_fit=run.history.epochs_to_fit())
-        numbers.update({f"{kind}_epochs": len(run.history.epochs), f"{kind}_test": run.test.value})
+        numbers.update({
+            f"{kind}_epochs": trajectory(len(run.history.epochs), "epochs until the fit of one run"),
+            f"{kind}_test": binomial(run.test.value, len(noisy.y_test), "test accuracy of a trained MLP"),
+        })
         if kind == "gaussian_images":  # images independent of labels: chance by construction of the data
             check_chance(claim.check, f"{tag}: Gaussian images → chance test accuracy", [run], noisy.y_test,
                          protocol, seed)
-            control = train_run(lambda: linear_classifier(noisy.x_train[0].numel()), noisy.x_train, noisy.y_train,
+            linear_model = functools.partial(linear_classifier, noisy.x_train[0].numel())
+            control = train_run(linear_model, noisy.x_train, noisy.y_train,
                                 protocol["budget"], seed, (noisy.x_test, noisy.y_test))
             claim.control(f"{tag}: a linear model ({count_parameters(control.model)} parameters) fits the Gaussian "
                           "images", control.train_accuracy, holds=control.train_accuracy == 1.0, threshold="= 100 %",
                           unit="%")
-            numbers["linear_gaussian_train"] = control.train_accuracy
+            numbers["linear_gaussian_train"] = binomial(control.train_accuracy, len(noisy.y_train),
+                                                        "train accuracy of a trained linear model")
         else:
             claim.record(f"{tag}: {kind.replace('_', ' ')}: test accuracy (see the xfail test)", run.test, unit="%")
     true = train_run(mlp_factory(split, protocol), split.x_train, split.y_train, protocol["budget"], seed,
                      (split.x_test, split.y_test))
     check_chance(claim.control, f"{tag}: true images → chance test accuracy", [true], split.y_test, protocol, seed)
-    numbers["true_test"] = true.test.value
+    numbers["true_test"] = binomial(true.test.value, len(split.y_test), "test accuracy of a trained MLP")
     baseline.check(numbers)
 
 
@@ -397,7 +413,9 @@ def test_explicit_regularizers_do_not_prevent_memorization(device, protocol, see
         f"weight decay {protocol['weight_decay']:g}": (mlp_factory(split, protocol),
                                                        _with(budget, weight_decay=protocol["weight_decay"])),
     }
-    numbers, runs = {"plain_true_test": plain.test.value}, {}
+    n_train, n_test = len(split.x_train), len(split.y_test)
+    numbers = {"plain_true_test": binomial(plain.test.value, n_test, "test accuracy of a trained MLP")}
+    runs = {}
     for name, (make_model, regularized_budget) in regularizers.items():
         memorized = train_run(make_model, split.x_train, random_labels, regularized_budget, seed, test)
         claim.check(f"{tag} with {name}: random labels are fitted", memorized.train_accuracy,
@@ -409,8 +427,11 @@ def test_explicit_regularizers_do_not_prevent_memorization(device, protocol, see
                     holds=-few <= change.lo and change.hi <= few, threshold=f"CI within ±{100 * few:g} points",
                     paper=PAPER["weight_decay_test_change"] if name.startswith("weight") else None, unit="%",
                     regularized=true.test.value, plain=plain.test.value)
-        numbers.update({f"{name}_random_train": memorized.train_accuracy, f"{name}_true_test": true.test.value,
-                        f"{name}_random_epochs": len(memorized.history.epochs)})
+        numbers.update({
+            f"{name}_random_train": binomial(memorized.train_accuracy, n_train, "train accuracy on random labels"),
+            f"{name}_true_test": binomial(true.test.value, n_test, "test accuracy of a trained MLP"),
+            f"{name}_random_epochs": trajectory(len(memorized.history.epochs), "epochs until the fit of one run"),
+        })
         runs[name] = memorized, true
     # Controls: a regulariser strong enough to stop the fit; a change (label randomisation) that is not "a few points".
     strong = _with(budget, weight_decay=protocol["strong_weight_decay"])
@@ -424,7 +445,8 @@ def test_explicit_regularizers_do_not_prevent_memorization(device, protocol, see
     claim.control(f"{tag} with {name}: training on random instead of true labels changes test accuracy by a few "
                   "points at most", randomization, holds=-few <= randomization.lo and randomization.hi <= few,
                   threshold=f"CI within ±{100 * few:g} points", unit="%")
-    numbers["strong_weight_decay_random_train"] = control.train_accuracy
+    numbers["strong_weight_decay_random_train"] = binomial(control.train_accuracy, n_train,
+                                                           "train accuracy on random labels")
     baseline.check(numbers)
 
 
@@ -454,8 +476,12 @@ def test_early_stopping_beats_memorization_on_noisy_labels(device, protocol, see
         verdict = claim.check if p > 0 else claim.control
         verdict(statement, gap, holds=gap.lo > 0, threshold="paired CI lo > 0", unit="%",
                 early_stopped=stopped.test.value, final=final.test.value, final_train=final.train_accuracy)
-        numbers.update({f"p{p:g}_best_epoch": best_epoch, f"p{p:g}_stopped_test": stopped.test.value,
-                        f"p{p:g}_final_test": final.test.value})
+        numbers.update({
+            # The best held-out epoch of one noisy run: the argmax of a noisy curve, fixed by its trajectory.
+            f"p{p:g}_best_epoch": trajectory(best_epoch, "best held-out epoch of one run"),
+            f"p{p:g}_stopped_test": binomial(stopped.test.value, len(split.y_test), "test accuracy of a trained MLP"),
+            f"p{p:g}_final_test": binomial(final.test.value, len(split.y_test), "test accuracy of a trained MLP"),
+        })
     baseline.check(numbers)
 
 
@@ -473,8 +499,8 @@ def test_wide_cnn_memorizes_narrow_cnn_does_not(variant, device, scale, protocol
     split = load_split({"dataset": "cifar10", "crop": None, **spec}, device, seed, full_train=spec["full_train"])
     test = (split.x_test, split.y_test)
     corruptions = cnn["corruptions"]
-    runs = {(width, p): train_run(lambda: WidthCNN(width), split.x_train, corrupted(split.y_train, p, seed + 1),
-                                  cnn["budgets"][width], seed, test)
+    runs = {(width, p): train_run(functools.partial(WidthCNN, width), split.x_train,
+                                  corrupted(split.y_train, p, seed + 1), cnn["budgets"][width], seed, test)
             for width in (64, 4) for p in corruptions}
     tag = f"CNN, CIFAR-10 {variant}"
     for width in (64, 4):
@@ -499,9 +525,12 @@ def test_wide_cnn_memorizes_narrow_cnn_does_not(variant, device, scale, protocol
                      train=run.train_accuracy)
 
     _width_figure(claim, runs, corruptions)
+    n_train, n_test = len(split.x_train), len(split.y_test)
     baseline.check({f"c{width}_p{p:g}_{name}": value for (width, p), run in runs.items()
-                    for name, value in (("train", run.train_accuracy), ("test", run.test.value),
-                                        ("epochs", len(run.history.epochs)))})
+                    for name, value in (
+                        ("train", binomial(run.train_accuracy, n_train, "train accuracy of a trained CNN")),
+                        ("test", binomial(run.test.value, n_test, "test accuracy of a trained CNN")),
+                        ("epochs", trajectory(len(run.history.epochs), "epochs until the fit of one run")))})
 
 
 def _width_figure(claim, runs: dict, corruptions) -> None:
@@ -510,6 +539,7 @@ def _width_figure(claim, runs: dict, corruptions) -> None:
         for (width, p), run in runs.items():
             ax.plot(range(1, len(run.history.epochs) + 1), run.history.column(column),
                     ls="-" if width == 64 else "--", color=plt.cm.viridis(0.85 * p), label=f"c = {width}, p = {p:g}")
-        ax.set(xlabel="epoch", ylabel=f"{title} accuracy", title=f"{title.capitalize()} accuracy (seed 003 Figs. 7/8, 11/12)")
+        ax.set(xlabel="epoch", ylabel=f"{title} accuracy",
+               title=f"{title.capitalize()} accuracy (seed 003 Figs. 7/8, 11/12)")
     axes[0].legend(fontsize=8)
     claim.figure(fig, "cnn_width_memorization")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dlclaims import data
+from dlclaims.baselines import conditioned, exact
 from dlclaims.models import count_parameters
 from dlclaims.theory import generic_relu_net, max_relative_error, memorizing_relu_net
 
@@ -55,7 +56,17 @@ def check_exact_fit(tag, x, y, protocol, seed, claim):
     claim.control(f"{tag}: {count_parameters(control)} generic weights (random kinks, least squares) "
                   "reproduce every label", control_error, holds=control_error <= tol, threshold=f"≤ {tol:g}")
     claim.record(f"{tag}: 1-norm condition number of the triangular system", net.condition_number)
-    return {"error": error, "control_error": control_error, "condition_number": net.condition_number}
+    # The control's error is no baseline: a least-squares fit of an ill-conditioned design, it moves
+    # by tens of percent with the BLAS code path (1.01 vs 0.93 vs 0.71 measured); the claim is only
+    # that it exceeds the tolerance by orders of magnitude.
+    kappa = net.condition_number
+    return {
+        "weights": exact(weights, "a parameter count"),
+        # The solve's residual is rounding error, amplified by at most ~κ of the triangular system.
+        "error": conditioned(error, kappa, "max relative residual of the float64 triangular solve"),
+        # LAPACK's estimate of κ itself moves by ~κ·ε relative when the matrix entries move by ε.
+        "condition_number": conditioned(kappa, kappa, "1-norm condition estimate of that system", scale=kappa),
+    }
 
 
 def test_theorem1_gaussian_points(device, protocol, seed, claim, baseline):
