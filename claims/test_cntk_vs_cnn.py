@@ -253,12 +253,13 @@ def test_cnn_vs_cntk(dataset, device, protocol, seed, claim, baseline):
     null_gap, null_per_depth, null_holds = within_gap({d: [null_kernel[d][1]] for d in depths})
     claim.control(f"{tag}: a CNTK-V fitted to shuffled labels is within 5 points of the CNN", null_gap,
                   holds=null_holds, threshold=threshold, unit="%", per_depth_gap=null_per_depth)
-    from dlclaims.baselines import binomial
+    from dlclaims.baselines import binomial, trajectory
 
-    # Trained CNNs: another code path is another draw (binomial). CNTK-V: its argmax flips only at
-    # near-ties under rounding, so the binomial tolerance bounds it from above.
-    baseline.check({k: binomial(v, len(val[1]) if k.endswith("_val") else len(test[1]),
-                                "accuracy of trained CNNs / CNTK regression")
+    # CNTK-V: an argmax that flips only at near-ties under rounding; the binomial tolerance bounds it.
+    # Trained CNNs (one trial at smoke scale, so no seed spread is measured): whether a deep CNN
+    # leaves chance depends on its trajectory (depth 10 measured 14.5 % vs 24.4 % on two machines).
+    baseline.check({k: binomial(v, len(val[1]) if k.endswith("_val") else len(test[1]), "accuracy of CNTK regression")
+                    if k.startswith("CNTK") else trajectory(v, "accuracy of one trained CNN")
                     for k, v in numbers.items()})
 
 

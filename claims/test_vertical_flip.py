@@ -241,14 +241,17 @@ def test_vertical_flip_collapse(training_set, device, protocol, seed, claim, bas
                   threshold="≤ 3 points", unit="%")
 
     # Registered here, compared after the test body (a mismatch hides none of the claims below).
-    n_curve = len(y_test[curve])
+    # Seed spread of this 30-epoch Conv-4 beyond test sampling: the baselines of two machines (the
+    # issue's and CI's) differ by up to 3.6 points on 10,000 images (binomial SE 0.5): ≈ 1 point.
+    n_curve, seed_sd = len(y_test[curve]), 0.01
     baseline.check({
         **{f"{name}_{curve_name}": binomial(history.column(column), n_curve,
-                                            "per-epoch accuracy of a trained Conv-4 on the curve's test subset")
+                                            "per-epoch accuracy of a trained Conv-4 on the curve's test subset",
+                                            seed_sd=seed_sd)
            for name, (history, _) in (("plain", runs["plain"]), ("augmented", runs["original + flipped"]))
            for curve_name, column in (("test_curve", "test_accuracy"), ("flipped_curve", "holdout_accuracy"))},
         **{f"{name}_{transform}_accuracy": binomial(hits[transform].float().mean().item(), len(y_test),
-                                                    "test accuracy of a trained Conv-4")
+                                                    "test accuracy of a trained Conv-4", seed_sd=seed_sd)
            for name, hits in (("plain", plain), ("augmented", aug)) for transform in hits},
     })
 

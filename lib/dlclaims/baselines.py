@@ -77,6 +77,7 @@ class Declared:
     scale: float = 1.0  # CONDITIONED: magnitude the error is relative to (1 for relative errors)
     dtype_eps: float = float(np.finfo(np.float64).eps)  # CONDITIONED
     n: float = 0.0  # BINOMIAL: points the rate is measured on
+    seed_sd: float = 0.0  # BINOMIAL: measured seed-to-seed sd of the model itself, beyond test sampling
     sd: np.ndarray | float = 0.0  # SPREAD (per element, or one for all)
 
     def allowed_deviation(self, expected: np.ndarray) -> np.ndarray | None:
@@ -89,7 +90,7 @@ class Declared:
             # Shrunk towards 1/2 (Agresti–Coull, 2 successes and 2 failures added) so that 0 % and 100 %
             # still allow a few points to move: a retrained model may leave one training image unfitted.
             p = (expected * self.n + 2) / (self.n + 4)
-            return Z * math.sqrt(2) * np.sqrt(p * (1 - p) / self.n)
+            return Z * math.sqrt(2) * np.sqrt(p * (1 - p) / self.n + self.seed_sd ** 2)
         if self.kind == SPREAD:
             return np.broadcast_to(Z * math.sqrt(2) * np.asarray(self.sd, dtype=np.float64), expected.shape)
         if self.kind == TRAJECTORY:
@@ -101,7 +102,8 @@ class Declared:
             EXACT: "exact",
             CONDITIONED: (f"±{ROUNDING_SLACK:g}·κ·ε·max(|v|, {self.scale:.3g}) "
                           f"with κ ≤ {np.max(self.condition_number):.3g}"),
-            BINOMIAL: f"±{Z:g}·√2·binomial SE on n = {self.n:g}",
+            BINOMIAL: f"±{Z:g}·√2·binomial SE on n = {self.n:g}"
+                      + (f" ⊕ seed sd {self.seed_sd:.3g}" if self.seed_sd else ""),
             SPREAD: f"±{Z:g}·√2·sd with sd ≤ {np.max(self.sd):.3g}",
             TRAJECTORY: "exact on the same code path, not compared on another",
         }[self.kind]
@@ -127,14 +129,15 @@ def conditioned(value, condition_number, why: str, *, scale: float = 1.0, dtype=
                     scale=float(scale), dtype_eps=float(np.finfo(dtype).eps))
 
 
-def binomial(value, n: int, why: str) -> Declared:
+def binomial(value, n: int, why: str, *, seed_sd: float = 0.0) -> Declared:
     """A rate (accuracy, violation rate) of a trained model measured on n points.
 
     On another code path training takes another trajectory, so the rate is another draw: the
     tolerance is Z·√2 binomial standard errors (n = the points scored, e.g. the test set size,
-    also for a mean over runs that share those points).
+    also for a mean over runs that share those points). On a large test set the model's own
+    seed-to-seed spread can exceed the binomial SE: `seed_sd` (measured) adds in quadrature.
     """
-    return Declared(_array(value), BINOMIAL, why, n=float(n))
+    return Declared(_array(value), BINOMIAL, why, n=float(n), seed_sd=float(seed_sd))
 
 
 def spread(value, sd, why: str) -> Declared:
@@ -154,7 +157,9 @@ def trajectory(value, why: str) -> Declared:
 
 
 def _cpu_model() -> tuple[str, str, list[str]]:
-    """(vendor, model name, dispatch-relevant flags) from /proc/cpuinfo, or platform's view elsewhere."""
+    """(vendor, model name with family/model/stepping, dispatch-relevant flags) from /proc/cpuinfo,
+    or platform's view elsewhere. A VM may name every generation "AMD EPYC": the family and model
+    numbers still tell them apart."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -165,8 +170,10 @@ def _cpu_model() -> tuple[str, str, list[str]]:
         return match.group(1).strip() if match else ""
 
     flags = set((first("flags") or first("Features")).split())
-    return first("vendor_id") or first("CPU implementer"), first("model name") or platform.processor(), \
-        [f for f in _DISPATCH_FLAGS if f in flags]
+    model = first("model name") or platform.processor()
+    generation = "/".join(first(k) for k in ("cpu family", "model", "stepping") if first(k))
+    return (first("vendor_id") or first("CPU implementer"), f"{model} ({generation})" if generation else model,
+            [f for f in _DISPATCH_FLAGS if f in flags])
 
 
 def _version(package: str) -> str:

@@ -47,7 +47,8 @@ def pytest_configure(config):
     # (parallelise with -n). Benchmarks set their own thread count.
     import torch
 
-    torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    config._dlclaims_threads = int(os.environ.get(THREADS_ENV, "1"))
+    torch.set_num_threads(config._dlclaims_threads)
     config._dlclaims = {"records": [], "outcomes": {}}
     config.pluginmanager.register(_Collector(config._dlclaims), f"dlclaims-collector-{id(config)}")
     # Progress of long runs (one line per N epochs) shows live at -v; quiet otherwise.
@@ -130,6 +131,11 @@ def seed(request) -> int:
 
 @pytest.fixture(autouse=True)
 def _seeded(request, seed):
+    import torch
+
+    # Re-pinned per test: a kernel that changes the process's thread count (numba's layer after the
+    # fused CNTK kernel left torch at 2) must not change the next test's reductions, nor its baselines.
+    torch.set_num_threads(getattr(request.config, "_dlclaims_threads", 1))
     runtime.seed_everything(seed, deterministic=_device_type(request.node) == "cpu")
 
 
