@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dlclaims import data, stats, train
-from dlclaims.baselines import binomial
+from dlclaims.baselines import binomial, trajectory
 from dlclaims.models.conv4 import Conv4
 
 SOURCE = "Assaraf 2021, HW0 §2, Figures 2-4 (seed 003)"
@@ -243,11 +243,11 @@ def test_vertical_flip_collapse(training_set, device, protocol, seed, claim, bas
     # Registered here, compared after the test body (a mismatch hides none of the claims below).
     # Seed spread of this 30-epoch Conv-4 beyond test sampling: the baselines of two machines (the
     # issue's and CI's) differ by up to 3.6 points on 10,000 images (binomial SE 0.5): ≈ 1 point.
-    n_curve, seed_sd = len(y_test[curve]), 0.01
+    seed_sd = 0.01
     baseline.check({
-        **{f"{name}_{curve_name}": binomial(history.column(column), n_curve,
-                                            "per-epoch accuracy of a trained Conv-4 on the curve's test subset",
-                                            seed_sd=seed_sd)
+        # Per-epoch curves follow the trajectory: a single epoch swings by tens of points (epoch 25 of the
+        # plain run: 47.7 % with 1 thread vs 29.6 % with 2), so they are compared on the same code path only.
+        **{f"{name}_{curve_name}": trajectory(history.column(column), "per-epoch accuracy curve of a Conv-4")
            for name, (history, _) in (("plain", runs["plain"]), ("augmented", runs["original + flipped"]))
            for curve_name, column in (("test_curve", "test_accuracy"), ("flipped_curve", "holdout_accuracy"))},
         **{f"{name}_{transform}_accuracy": binomial(hits[transform].float().mean().item(), len(y_test),

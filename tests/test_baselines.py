@@ -24,7 +24,7 @@ def numbers(accuracy=0.5, weights=2050, error=5.0e-8, loss=(2.3, 1.1)):
 def make_check(tmp_path, fingerprint, **kw) -> baselines.BaselineCheck:
     kw.setdefault("deterministic", True)
     return baselines.BaselineCheck(path=tmp_path / "test_x" / "test_numbers.npz", device_type="cpu",
-                                   fingerprint=fingerprint, **kw)
+                                   fingerprint=lambda: fingerprint, **kw)
 
 
 def run(tmp_path, fingerprint, values, **kw) -> baselines.Outcome:

@@ -37,6 +37,7 @@ import math
 import os
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -350,7 +351,7 @@ class BaselineCheck:
 
     path: Path  # the .npz file
     device_type: str
-    fingerprint: dict
+    fingerprint: Callable[[], dict]  # taken when comparing: a kernel may change threads during the test
     deterministic: bool  # CPU: bit-repeatable on one code path; CUDA: not (atomics, autotuned kernels)
     compare_enabled: bool = True  # False under another --seed-offset: the baselines pin the default seed
     regenerate: bool = False
@@ -371,23 +372,24 @@ class BaselineCheck:
         if self.declared is None or not self.compare_enabled:
             return None
         name = str(Path(self.path.parent.name, self.path.name))
+        current = self.fingerprint()
         if not self.path.is_file():
             if self.missing_is_error:
                 return Outcome(name, MISSING, f"no baseline for {self.device_type} is committed; run the test "
                                "without CI=true to write it, review and commit it")
-            write(self.path, self.declared, self.fingerprint)
+            write(self.path, self.declared, current)
             return Outcome(name, WRITTEN, f"first run on {self.device_type}: review and commit {self.path.name} "
                            "and its fingerprint", {k: d.value.size for k, d in self.declared.items()})
         stored, stored_fp = read(self.path)
-        outcome = self._compare(name, stored, stored_fp)
+        outcome = self._compare(name, stored, stored_fp, current)
         if self.regenerate:
-            write(self.path, self.declared, self.fingerprint)
+            write(self.path, self.declared, current)
             return Outcome(name, WRITTEN, "rewritten (--regen-baselines)", outcome.counts,
                            previous=outcome.message() + (f"; closest: {outcome.closest}" if outcome.closest else ""))
         return outcome
 
-    def _compare(self, name: str, stored: dict, stored_fp: dict | None) -> Outcome:
-        differences = fingerprint_differences(stored_fp, self.fingerprint)
+    def _compare(self, name: str, stored: dict, stored_fp: dict | None, current: dict) -> Outcome:
+        differences = fingerprint_differences(stored_fp, current)
         if not self.deterministic:
             return compare(name, self.declared, stored, exact_path=False,
                            why=f"{self.device_type} kernels are not deterministic: tolerances by nature")

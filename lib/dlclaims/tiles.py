@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import functools
 import hashlib
 import importlib
 import json
@@ -160,7 +159,7 @@ def compute_gram_tiled(kernel_fn: KernelFn, x1, x2, out_dir: str | os.PathLike, 
         values = torch.as_tensor(block).detach().cpu().numpy()
         if values.shape != _shape(t):
             raise ValueError(f"kernel_fn returned shape {values.shape} for tile {t}, expected {_shape(t)}")
-        _write_atomic(tile_path(out_dir, t), functools.partial(np.save, arr=values), f"rank{rank}")
+        _write_atomic(tile_path(out_dir, t), lambda f, values=values: np.save(f, values), f"rank{rank}")
         computed.append(t)
     return computed
 
