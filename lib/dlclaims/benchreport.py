@@ -40,7 +40,8 @@ CIFAR_ENTRIES = CIFAR_TRAIN * (CIFAR_TRAIN + 1) // 2 + CIFAR_TRAIN * CIFAR_TEST
 # max, √ (5), the atan2 polynomial with its reduction (≈ 28: |x|, max, min, ÷, t², 8 FMAs,
 # ×, 2 × (− and select)), J and D (3), the class masks (2). Memory traffic is negligible:
 # everything stays in L1 (CPU) or registers / shared memory (GPU), so the roofline is the
-# arithmetic peak of the same run's `test_machine_peak`.
+# arithmetic peak of the same run's `test_machine_peak` (a float32 matrix product: FMA peak,
+# with every non-FMA CNTK operation counted as one FMA-slot operation — a conservative percent).
 OPS_PER_CELL_LAYER = 48
 IMAGE_SIDE = 32
 _REQUIRED = ("entries_per_s", "kernel", "depth", "implementation", "device_type")
