@@ -64,8 +64,8 @@ def check_exact_fit(tag, x, y, protocol, seed, claim):
         "weights": exact(weights, "a parameter count"),
         # The solve's residual is rounding error, amplified by at most ~κ of the triangular system.
         "error": conditioned(error, kappa, "max relative residual of the float64 triangular solve"),
-        # LAPACK's estimate of κ itself moves by ~κ·ε relative when the matrix entries move by ε.
-        "condition_number": conditioned(kappa, kappa, "1-norm condition estimate of that system", scale=kappa),
+        # κ itself (recorded above) is no baseline: scipy's OpenBLAS dtrcon runs on its own threads and
+        # its estimate jitters by an ulp between runs on one machine (measured 2.4e-4 on 1.58e12).
     }
 
 
