@@ -71,7 +71,7 @@ def self_variances(x: torch.Tensor, depth: int) -> list[torch.Tensor]:
     """diag Σ⁽ʰ⁾(x, x) for h = 0 … depth − 2: the normalisers of the pair recursion."""
     sigma = _first_layer(x, x)
     variances = []
-    for h in range(1, depth):
+    for _ in range(1, depth):
         variances.append(_diagonal(sigma))
         k, _ = _relu_expectations(sigma, variances[-1], variances[-1])
         sigma = _window_trace(k)
