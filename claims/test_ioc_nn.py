@@ -167,8 +167,12 @@ def test_ioc_has_smaller_generalization_gap_under_label_noise(device, protocol, 
             numbers[f"p{p}_{name}_train"] = float(train_hits.float().mean())
             numbers[f"p{p}_{name}_test"] = float(test_hits.float().mean())
     # Registered here, compared after the test body (so neither the xfail below nor a mismatch hides a claim).
-    baseline.check({k: binomial(v, len(x_train) if k.endswith("_train") else len(y_test),
-                                "accuracy of a trained MLP on its noisy train labels or the test set")
+    # Test accuracy: a draw of n test images (binomial). Train accuracy on noisy labels: how far one
+    # run memorised them within the budget, a training outcome (0.968 vs 0.991 for p = 0.5 when only
+    # MKL_CBWR changed), so it is compared on the same code path only.
+    baseline.check({k: trajectory(v, "train accuracy on noisy labels reached by one run within the budget")
+                    if k.endswith("_train") else
+                    binomial(v, len(y_test), "accuracy of a trained MLP on the test set")
                     for k, v in numbers.items()})
     gaps = {p: {name: numbers[f"p{p}_{name}_train"] - numbers[f"p{p}_{name}_test"] for name in ("ioc", "twin", "twin2")}
             for p in protocol["noise_levels"]}
