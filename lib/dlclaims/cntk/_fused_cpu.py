@@ -35,6 +35,8 @@ import torch
 from numba import types
 from numba.extending import overload
 
+from ._recursion import CONV_WEIGHT_VARIANCE, FILTER_SIZE, NEXT_LAYER_SCALE
+
 # numba's own thread pool rather than OpenMP unless the user chose one: OpenMP workers
 # spin at barriers, and on a shared machine (or beside torch's own OpenMP pool) a
 # descheduled worker stalls every parallel call for a time slice (measured: 41 vs 13 ms
@@ -54,10 +56,6 @@ _PI32 = np.float32(math.pi)
 _TINY32 = np.float32(1e-30)
 _ZERO32 = np.float32(0.0)
 
-CONV_WEIGHT_VARIANCE = 2.0
-FILTER_SIZE = 9
-# Σ_{l+1} = W_std²/9 · box(Σ̂_l), Σ̂ = J / 2π.
-NEXT_LAYER_SCALE = CONV_WEIGHT_VARIANCE / (FILTER_SIZE * 2.0 * math.pi)
 # Pairs go to threads in contiguous chunks (scratch allocated once per chunk).
 CHUNKS_PER_THREAD = 8
 

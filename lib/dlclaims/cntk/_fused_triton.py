@@ -30,7 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._fused_cpu import ATAN_COEFFICIENTS, CONV_WEIGHT_VARIANCE, FILTER_SIZE, NEXT_LAYER_SCALE
+from ._fused_cpu import ATAN_COEFFICIENTS
+from ._recursion import CONV_WEIGHT_VARIANCE, FILTER_SIZE, NEXT_LAYER_SCALE
 
 SELF_PAIR_RTOL = 8 * 2.0**-24  # a few float32 ulps of P
 # Persistent programs per streaming multiprocessor (CUDA); the interpreter runs programs in

@@ -44,7 +44,7 @@ READOUT_WEIGHT_VARIANCE = 1.0  # W_std² of the dense readout
 FILTER_SIZE = 9  # 3×3 window; zero padding (SAME) still divides by 9
 
 # Σ_{l+1} = W_std²/9 · box(Σ̂_l) and Σ̂_l = J_l / 2π.
-_NEXT_LAYER_SCALE = CONV_WEIGHT_VARIANCE / (FILTER_SIZE * 2.0 * math.pi)
+NEXT_LAYER_SCALE = CONV_WEIGHT_VARIANCE / (FILTER_SIZE * 2.0 * math.pi)
 _READOUT_SCALE = READOUT_WEIGHT_VARIANCE / (2.0 * math.pi)
 _ALL = slice(None)
 
@@ -169,7 +169,7 @@ def self_variances(images: torch.Tensor, n_layers: int) -> torch.Tensor:
     maps[:, 0] = variance
     for layer in range(1, n_layers):
         j = _relu(variance, None, variance, variance, scratch=(a, b))
-        box_sum(j, _PER_IMAGE, scratch=a, out=variance).mul_(_NEXT_LAYER_SCALE)
+        box_sum(j, _PER_IMAGE, scratch=a, out=variance).mul_(NEXT_LAYER_SCALE)
         maps[:, layer] = variance
     return maps
 
@@ -201,10 +201,10 @@ def _band_sums(rows: torch.Tensor, cols: torch.Tensor, row_variances: torch.Tens
         if layer == n_layers:
             break
         # j lives in b, so a is the free scratch buffer.
-        box_sum(j, layout, scratch=a, out=sigma).mul_(_NEXT_LAYER_SCALE)
+        box_sum(j, layout, scratch=a, out=sigma).mul_(NEXT_LAYER_SCALE)
         if with_ntk:
             box_of_ntk = box_sum(ntk, layout, scratch=a, out=j)
-            torch.add(sigma, box_of_ntk, alpha=_NEXT_LAYER_SCALE, out=ntk)
+            torch.add(sigma, box_of_ntk, alpha=NEXT_LAYER_SCALE, out=ntk)
     return sums
 
 
