@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from . import baselines, runtime
+from . import baselines, runtime, verdict
 from .data import DataUnavailable
-from .record import BASELINE, NOT_REPRODUCED, ClaimLog
+from .record import ClaimLog
 
 SCALES = ("smoke", "full")
 DEVICES_ENV = "DLCLAIMS_DEVICES"  # e.g. "cpu" to instantiate only CPU variants
@@ -177,15 +177,18 @@ def pytest_runtest_call(item):
         result = yield from _data_unavailable_is_skip(item)
     except (pytest.skip.Exception, KeyboardInterrupt):
         raise
-    except BaseException:  # a claim failed: its baseline is still compared and reported beside it
+    except BaseException:  # the test body broke: its baseline is still compared and reported beside it
         _compare_baseline(item)
         raise
     outcome = _compare_baseline(item)
     log = getattr(item, "_dlclaims_log", None)
+    baseline_failure = [outcome.message()] if outcome is not None and not outcome.ok else []
+    if log is not None and log.failures:  # claims that failed, recorded after every other check ran
+        pytest.fail("\n".join(log.failures + baseline_failure), pytrace=False)
     findings = log.findings if log is not None else []
-    if outcome is not None and not outcome.ok:  # every claim held (or is a finding): now the baseline
-        pytest.fail(outcome.message() + "".join(f"\nknown finding: {f}" for f in findings), pytrace=False)
-    if findings:  # everything else held: end as xfail naming the findings
+    if baseline_failure:  # every claim held (or is a finding inside its range): now the baseline
+        pytest.fail(baseline_failure[0] + "".join(f"\nknown finding: {f}" for f in findings), pytrace=False)
+    if findings:  # everything else held: end as xfail naming the findings and this run's values
         pytest.xfail(" | ".join(findings))
     return result
 
@@ -237,32 +240,12 @@ class _Collector:
                 self.state["records"].append((report.nodeid, value))
 
 
-def _final_records(state) -> list[dict]:
-    records = []
-    for nodeid, recs in state["records"]:
-        outcome = state["outcomes"].get(nodeid, {})
-        for r in recs:
-            r = dict(r, outcome=outcome.get("outcome", "passed"), seconds=outcome.get("seconds", 0.0))
-            if r["outcome"] == "xfailed" and r["role"] == "claim" and r["verdict"] == NOT_REPRODUCED:
-                r["verdict"] = NOT_REPRODUCED + " (xfail)"
-            records.append(r)
-        explained = any(r["verdict"] != "reproduced" for r in recs if r["role"] != BASELINE) or any(
-            r["role"] == BASELINE and r["verdict"] in (baselines.MISMATCH, baselines.MISSING) for r in recs)
-        if outcome.get("outcome") == "failed" and not explained:
-            records.append({"test": nodeid, "statement": "test failed outside its claim checks", "role": "error",
-                            "verdict": "error", "measured": None, "unit": "", "threshold": "",
-                            "details": {"reason": outcome.get("reason", "")}, "index": 10**6,
-                            "device": recs[0]["device"] if recs else "", "scale": recs[0]["scale"] if recs else "",
-                            "seconds": outcome.get("seconds", 0.0)})
-    return records
-
-
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput"):  # an xdist worker: the controller writes the report
         return
     state = config._dlclaims
-    records = _final_records(state)
+    records = verdict.finalize(state["records"], state["outcomes"])
     if not records:
         return
     import torch
@@ -288,7 +271,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     md, counts, baseline_line = written
     terminalreporter.write_sep("-", "dlclaims")
-    terminalreporter.write_line(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"  → {md}")
+    terminalreporter.write_line(", ".join(f"{v} {k}" for k, v in counts.items()) + f"  → {md}")
     if baseline_line:
         terminalreporter.write_line(baseline_line)
 

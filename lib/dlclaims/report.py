@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 
-from . import baselines
-from .record import (
-    BASELINE,
+from . import baselines, verdict
+from .record import BASELINE, format_measured, format_value
+from .verdict import (
     CONTROL_FAILS,
+    CONTROL_HOLDS,
+    ERROR,
+    FINDING_CHANGED,
+    INCONCLUSIVE,
     KNOWN_FINDING,
     NOT_REPRODUCED,
     RECORDED,
     REPRODUCED,
-    format_measured,
-    format_value,
 )
 
 _ORDER = {"claim": 0, "control": 1, "record": 2, BASELINE: 3}
@@ -30,8 +31,19 @@ def _sorted(records: list[dict]) -> list[dict]:
     return sorted(records, key=lambda r: (r.get("test", ""), r.get("index", 0)))
 
 
-def summarize(records: list[dict]) -> Counter:
-    return Counter(r["verdict"] for r in records if r["role"] != BASELINE)
+def summarize(records: list[dict]) -> dict[str, int]:
+    """One count per outcome (reproduced, inconclusive, findings, not reproduced, controls, ...)."""
+    return verdict.counts(records)
+
+
+def summary_line(records: list[dict]) -> str:
+    c = summarize(records)
+    failing = c.get(NOT_REPRODUCED, 0) + c.get(FINDING_CHANGED, 0) + c.get(CONTROL_HOLDS, 0) + c.get(ERROR, 0)
+    return (f"**{c.get(REPRODUCED, 0)} reproduced, {c.get(INCONCLUSIVE, 0)} inconclusive, "
+            f"{c.get(KNOWN_FINDING, 0)} not reproduced (registered findings, inside their range)**; "
+            f"{c.get(CONTROL_FAILS, 0)} controls fail as required; {c.get(RECORDED, 0)} numbers recorded without "
+            f"an assertion; {failing} failing (not reproduced without a finding, a finding out of its range, "
+            f"a control that holds, an error).")
 
 
 def baseline_summary(records: list[dict]) -> str:
@@ -64,7 +76,6 @@ def _cell(text) -> str:
 
 
 def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
-    counts = summarize(records)
     lines = [
         "# dlclaims report",
         "",
@@ -72,17 +83,19 @@ def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
          f"torch {meta.get('torch')}, devices: {', '.join(meta.get('devices', [])) or '—'}, "
          f"written {meta.get('written')}."),
         "",
-        (f"**{counts.get(REPRODUCED, 0)} reproduced, "
-         f"{sum(v for k, v in counts.items() if k.startswith(NOT_REPRODUCED))} not reproduced** "
-         f"({counts.get(KNOWN_FINDING, 0)} of them known findings of the protocol); "
-         f"{counts.get(CONTROL_FAILS, 0)} controls fail as they should; {counts.get(RECORDED, 0)} numbers recorded "
-         f"without an assertion."),
+        summary_line(records),
+        "",
+        ("Verdicts come from the CI and the claim's region only (`dlclaims.verdict`): reproduced = the whole CI "
+         "inside, not reproduced = the whole CI outside, inconclusive = the CI straddles an edge; a trained-model "
+         "number from a single run is at most inconclusive. A smoke-scale verdict is about the smoke protocol "
+         "(the claim file's PROTOCOL table), not a reproduction of the paper-scale experiment."),
         "",
         *([baseline_summary(records), ""] if any(r["role"] == BASELINE for r in records) else []),
         "Accuracies in %; the interval is the measured value's confidence interval.",
         "",
-        "| claim | test | device | scale | paper | measured [CI] | threshold | verdict | s | figures |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        ("| claim | test | device | scale | paper | measured [CI] | region | CI method | trials | verdict | s "
+        "| figures |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(records, key=lambda r: (r.get("test", ""), _ORDER.get(r["role"], 3), r.get("index", 0))):
         role = "" if r["role"] == "claim" else f"*{r['role']}*: "
@@ -94,8 +107,8 @@ def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
         lines.append(
             "| " + " | ".join(_cell(c) for c in (
                 role + r["statement"], f"`{r.get('test', '')}`", r.get("device", ""), r.get("scale", ""),
-                format_value(r.get("paper"), r.get("unit", "")), measured, threshold,
-                r["verdict"], f"{r.get('seconds', 0):.1f}", figures,
+                format_value(r.get("paper"), r.get("unit", "")), measured, threshold, r.get("ci_method", ""),
+                r.get("trials") or "", _verdict_cell(r), f"{r.get('seconds', 0):.1f}", figures,
             )) + " |"
         )
     sources = sorted({r["source"] for r in records if r.get("source")})
@@ -104,16 +117,26 @@ def render_markdown(records: list[dict], meta: dict, out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _verdict_cell(r: dict) -> str:
+    finding = r.get("finding")
+    if r["verdict"] in (KNOWN_FINDING, FINDING_CHANGED) and finding:
+        unit = r.get("unit", "")
+        lo, hi = format_value(finding["lo"], unit), format_value(finding["hi"], unit)
+        return f"{r['verdict']}: registered range [{lo}, {hi}]; {finding['reason']}"
+    return r["verdict"]
+
+
 def summary_table(records: list[dict]) -> str:
-    """A compact markdown table of the asserted claims only (paper vs measured, verdict), for the README."""
-    lines = ["| claim | test | paper | ours [CI] | verdict |", "|---|---|---|---|---|"]
+    """A compact markdown table of the asserted claims only (paper vs measured, region, verdict), for the README."""
+    lines = ["| claim | test | scale | paper | ours [CI] | region | trials | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in _sorted(records):
         if r["role"] != "claim":
             continue
         test = r.get("test", "").split("::")[-1]
         lines.append("| " + " | ".join(_cell(c) for c in (
-            r["statement"], f"`{test}`", format_value(r.get("paper"), r.get("unit", "")), format_measured(r),
-            r["verdict"])) + " |")
+            r["statement"], f"`{test}`", r.get("scale", ""), format_value(r.get("paper"), r.get("unit", "")),
+            format_measured(r), r.get("threshold", ""), r.get("trials") or "", r["verdict"])) + " |")
     return "\n".join(lines) + "\n"
 
 
