@@ -23,6 +23,7 @@ CLAIMS = """
 import pytest
 import torch
 from dlclaims import stats
+from dlclaims.verdict import equivalent, exactly
 
 SOURCE = "synthetic coin flips"
 PROTOCOL = {"smoke": {"flips": 300}, "full": {"flips": 3000}}
@@ -30,9 +31,8 @@ PROTOCOL = {"smoke": {"flips": 300}, "full": {"flips": 3000}}
 @pytest.mark.parametrize("p", [0.3, 0.7])
 def test_coin(p, device, protocol, seed, claim):
     heads = stats.accuracy(torch.rand(protocol["flips"]) < p)
-    claim.check(f"coin {p} lands heads at its rate", heads, holds=abs(heads.value - p) < 0.1,
-                threshold=f"within 10 points of {p}", paper=p, unit="%")
-    claim.control(f"coin {p} lands heads always", heads, holds=heads.value == 1.0, threshold="= 100 %", unit="%")
+    claim.check(f"coin {p} lands heads at its rate", heads, equivalent(0.12, p), paper=p, unit="%")
+    claim.control(f"coin {p} lands heads always", heads, exactly(1.0), unit="%")
     claim.record("seed", float(seed))
 
 def test_without_device(claim):
@@ -152,6 +152,7 @@ import os
 import pytest
 
 from dlclaims.baselines import binomial, exact
+from dlclaims.verdict import at_least
 
 def test_numbers(baseline, claim):
     accuracy = 0.75 + float(os.environ.get("SHIFT", "0"))
@@ -161,8 +162,7 @@ def test_numbers(baseline, claim):
     if os.environ.get("DROP_KEY"):
         del values["sizes"]
     baseline.check(values)
-    claim.check("accuracy ≥ 70 %", accuracy, holds=accuracy >= float(os.environ.get("CLAIM_MIN", "0.7")),
-                threshold="≥ 70 %")
+    claim.check("accuracy ≥ 70 %", accuracy, at_least(float(os.environ.get("CLAIM_MIN", "0.7"))))
     if os.environ.get("XFAIL"):
         pytest.xfail("a claim that is expected to fail")
 """
@@ -251,22 +251,78 @@ def test_ci_requires_committed_cpu_baselines(project, monkeypatch):
     missing.stdout.fnmatch_lines(["*BASELINE MISSING*no baseline for cpu is committed*"])
 
 
-def test_a_known_finding_is_reported_and_ends_as_xfail_after_the_other_checks(project):
-    project.makepyfile(test_finding='''
-        def test_claims(claim):
-            claim.check("holds", 1.0, holds=True, threshold="= 1")
-            claim.check("fails here", 0.2, holds=False, threshold="≥ 0.5", finding="measured 0.2-0.6 over seeds")
-            claim.check("still asserted", 0.0, holds=False, threshold="= 1")
-    ''')
+FINDINGS = """
+import os
+
+from dlclaims.verdict import Finding, at_least, exactly
+
+def test_claims(claim):
+    claim.check("holds", 1.0, exactly(1.0))
+    claim.check("fails here", float(os.environ["VALUE"]), at_least(0.5),
+                finding=Finding(0.1, 0.3, "measured 0.1-0.3 over seed offsets 0-4"))
+    if os.environ.get("LATER_FAILS"):
+        claim.check("still asserted", 0.0, exactly(1.0))
+    claim.check("straddles", stats_estimate(), at_least(0.5))
+
+def stats_estimate():
+    from dlclaims.stats import Estimate
+    return Estimate(0.5, 0.45, 0.55, 100, "test")
+"""
+
+
+def test_a_finding_xfails_inside_its_range_and_fails_outside_after_every_other_check(project, monkeypatch):
+    project.makepyfile(test_finding=FINDINGS)
+    monkeypatch.setenv("VALUE", "0.2")
+    monkeypatch.setenv("LATER_FAILS", "1")
     result = run(project, "-p", "no:cacheprovider", "-rx")
-    result.assert_outcomes(failed=1)  # the later failure is not masked by the finding
-    project.makepyfile(test_finding='''
-        def test_claims(claim):
-            claim.check("holds", 1.0, holds=True, threshold="= 1")
-            claim.check("fails here", 0.2, holds=False, threshold="≥ 0.5", finding="measured 0.2-0.6 over seeds")
-    ''')
+    result.assert_outcomes(failed=1)  # the later failure is not masked by the finding ...
+    result.stdout.fnmatch_lines(["*NOT REPRODUCED: still asserted*"])
+    verdicts = [r["verdict"] for r in json.loads((project.path / "reports" / "claims.json").read_text())["records"]]
+    assert verdicts == ["reproduced", "not reproduced (known finding)", "not reproduced", "inconclusive"]  # ... nor
+    # does a failing check stop the ones after it
+
+    monkeypatch.delenv("LATER_FAILS")
     result = run(project, "-p", "no:cacheprovider", "-rx")
-    result.assert_outcomes(xfailed=1)
-    result.stdout.fnmatch_lines(["*measured 0.2-0.6 over seeds; this run: NOT REPRODUCED: fails here*"])
+    result.assert_outcomes(xfailed=1)  # inside its registered range: a known finding
+    result.stdout.fnmatch_lines(["*fails here: measured 0.2*known finding: measured 0.1-0.3 over seed offsets*"])
     report = (project.path / "reports" / "claims.md").read_text()
-    assert "not reproduced (known finding)" in report and "| reproduced |" in report
+    assert "not reproduced (known finding): registered range [0.1, 0.3]" in report
+    assert "| inconclusive |" in report and "| reproduced |" in report
+    result.stdout.fnmatch_lines(["*1 reproduced, 1 inconclusive, 1 not reproduced (known finding)*"])
+
+    monkeypatch.setenv("VALUE", "0.4")  # not reproduced, but outside the finding's range: someone must look
+    result = run(project, "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*NOT REPRODUCED (FINDING LEFT ITS RANGE): fails here*registered finding's range*"])
+
+    monkeypatch.setenv("VALUE", "0.7")  # the claim now holds: reproduced, the finding is not used
+    run(project, "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_a_control_that_is_not_decisively_outside_fails_the_test(project):
+    project.makepyfile(test_control='''
+        from dlclaims.stats import Estimate
+        from dlclaims.verdict import at_least
+
+        def test_control(claim):
+            claim.control("straddles the region", Estimate(0.5, 0.4, 0.6, 100, "test"), at_least(0.55))
+    ''')
+    result = run(project, "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CONTROL DID NOT FAIL DECISIVELY: straddles the region*inconclusive*"])
+
+
+def test_every_record_of_a_run_agrees_with_its_ci_and_region(project):
+    project.makepyfile(test_claims=CLAIMS, test_finding=FINDINGS)
+    os.environ["VALUE"] = "0.2"
+    try:
+        run(project, "-p", "no:cacheprovider")
+    finally:
+        del os.environ["VALUE"]
+    from dlclaims import verdict
+
+    records = json.loads((project.path / "reports" / "claims.json").read_text())["records"]
+    decided = [r for r in records if r["role"] in ("claim", "control")]
+    assert decided and all(verdict.check_record(r) is None for r in decided)
+    for r in decided:
+        assert set(r) >= {"verdict", "measured", "ci", "region", "ci_method", "trials"}

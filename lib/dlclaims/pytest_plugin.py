@@ -261,7 +261,9 @@ def pytest_sessionfinish(session, exitstatus):
         "args": list(config.invocation_params.args),
     }
     out_dir = Path(config.rootpath, config.getoption("report_dir"))
-    md, _ = report.write(records, out_dir, meta)
+    registry = Path(config.rootpath, "claims", "coverage.toml")
+    coverage = report.load_coverage(registry) if registry.is_file() else None
+    md, _ = report.write(records, out_dir, meta, coverage)
     state["written"] = (md, report.summarize(records), report.baseline_summary(records))
 
 

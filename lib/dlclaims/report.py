@@ -60,15 +60,78 @@ def _baseline_cells(r: dict) -> tuple[str, str]:
     return counted + closest + (f": {failures}" if failures else ""), baselines.short_reason(d.get("why", ""))
 
 
-def write(records: list[dict], out_dir: str | os.PathLike, meta: dict) -> tuple[Path, Path]:
+def write(records: list[dict], out_dir: str | os.PathLike, meta: dict,
+          coverage: list[dict] | None = None) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = _sorted(records)
     json_path = out / "claims.json"
     json_path.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=str))
     md_path = out / "claims.md"
-    md_path.write_text(render_markdown(records, meta, out))
+    text = render_markdown(records, meta, out)
+    if coverage:
+        text += "\n" + coverage_table(coverage, records)
+    md_path.write_text(text)
     return md_path, json_path
+
+
+# ------------------------------------------------------------------ coverage of the seeds' claims
+
+COVERAGE_STATUSES = ("smoke", "full", "recorded", "not tested")
+
+
+def load_coverage(path: str | os.PathLike) -> list[dict]:
+    """The registry of every testable seed claim (`claims/coverage.toml`): one entry per claim with
+    seed, quote, quantity, status (smoke / full / recorded / not tested), tests, match, reason."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    with open(path, "rb") as f:
+        return tomllib.load(f)["claim"]
+
+
+def _run_verdicts(entry: dict, records: list[dict]) -> str:
+    """This run's verdicts of the claim records an entry points at (its tests × its statement match)."""
+    tests = tuple(entry.get("tests", []))
+    match = entry.get("match", "")
+    if not tests:
+        return "—"
+    hits = [r for r in records if r["role"] in ("claim", "record")
+            and r.get("test", "").split("[", 1)[0] in tests and match in r.get("statement", "")]
+    if not hits:
+        return "not run"
+    tally: dict[str, int] = {}
+    for r in hits:
+        tally[r["verdict"]] = tally.get(r["verdict"], 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in tally.items())
+
+
+def coverage_counts(coverage: list[dict]) -> dict[str, int]:
+    return {status: sum(e["status"] == status for e in coverage) for status in COVERAGE_STATUSES}
+
+
+def coverage_table(coverage: list[dict], records: list[dict] | None = None) -> str:
+    """Every testable claim of the seeds, one row each: where it is asserted, and (given a run's
+    records) what this run said about it."""
+    c = coverage_counts(coverage)
+    lines = [
+        "## Coverage of the seeds' claims",
+        "",
+        (f"{len(coverage)} testable claims: {c['smoke']} asserted at smoke scale, {c['full']} asserted at full "
+         f"scale only, {c['recorded']} recorded without an assertion, {c['not tested']} not tested "
+         f"(`claims/coverage.toml`). A smoke assertion tests the claim at the smoke protocol, not at the "
+         f"paper's scale."),
+        "",
+        "| seed | claim | the seed says | quantity and region | asserted | tests | this run | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in coverage:
+        tests = " ".join(f"`{t.split('::')[-1]}`" for t in e.get("tests", [])) or "—"
+        lines.append("| " + " | ".join(_cell(x) for x in (
+            e["seed"], e["id"], e.get("quote", ""), e.get("quantity", ""), e["status"], tests,
+            _run_verdicts(e, records or []), e.get("reason", ""))) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(text) -> str:
@@ -140,7 +203,13 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m dlclaims.report reports/claims.json → the README's claims table
+if __name__ == "__main__":
+    # python -m dlclaims.report reports/claims.json [claims/coverage.toml]
+    #   → the README's claims table (and coverage table)
     import sys
 
-    print(summary_table(json.loads(Path(sys.argv[1]).read_text())["records"]), end="")
+    run_records = json.loads(Path(sys.argv[1]).read_text())["records"]
+    print(summary_line(run_records) + "\n")
+    print(summary_table(run_records), end="")
+    if len(sys.argv) > 2:
+        print("\n" + coverage_table(load_coverage(sys.argv[2]), run_records), end="")

@@ -34,6 +34,8 @@ CONTROL_HOLDS = "control does not fail decisively (test cannot fail)"
 RECORDED = "recorded"
 ERROR = "error"
 
+BASELINE_FAILURES = ("BASELINE MISMATCH", "BASELINE MISSING")  # dlclaims.baselines' failing statuses
+
 # A CI of a trained model needs at least this many independent training runs to be "reproduced".
 MIN_TRIALS = 2
 
@@ -204,7 +206,7 @@ def finalize(records_by_test: list[tuple[str, list[dict]]], outcomes: dict[str, 
         for r in recs:
             final.append(dict(r, outcome=outcome.get("outcome", "passed"), seconds=outcome.get("seconds", 0.0)))
         explained = any(r.get("action") == "fail" for r in recs) or any(
-            r["role"] == "baseline" and r["verdict"] in ("mismatch", "missing") for r in recs)
+            r["role"] == "baseline" and r["verdict"] in BASELINE_FAILURES for r in recs)
         if outcome.get("outcome") == "failed" and not explained:
             final.append({"test": nodeid, "statement": "test failed outside its claim checks", "role": "error",
                           "verdict": ERROR, "measured": None, "ci": None, "region": None, "unit": "",
