@@ -135,44 +135,88 @@ def fit(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     after_step: Callable[[torch.nn.Module], None] | None = None,
     parameters=None,
+    sync_every_step: bool | None = None,
 ) -> History:
     """Train `model` in place with minibatch SGD/Adam and return its History.
 
     - `test`: evaluated every epoch, for curves only (never used to choose anything).
     - `holdout`: evaluated every epoch; picks `best_epoch` and drives `patience`.
-    - `augment(x_batch, generator)`: on-device augmentation of a minibatch.
+    - `augment(x_batch, generator)`: on-device augmentation of a minibatch. The generator lives on
+      the training device where torch has one there, else on the CPU (XLA): draw with
+      ``device=generator.device`` and move the draw to the batch's device.
     - `after_step(model)`: called after every optimizer step (e.g. a projection onto a
       constraint set, as IOC-NNs need).
     - `parameters`: what the optimizer updates (default: all parameters that require grad).
+    - `sync_every_step`: check the loss for inf/NaN after every step (a host sync). Default: on the
+      CPU (where it costs nothing, and the bit-exact baselines were made that way); on
+      accelerators the check is deferred to the epoch's end, and an epoch that met a non-finite
+      loss is replayed from its start up to that step, so a diverged run ends with the same
+      weights (those before the first non-finite loss) without a sync per step. (`after_step`
+      then runs again for the replayed steps; it must depend on the model only, as projections do.)
     """
+    from . import runtime
+
     device = x_train.device
-    gen = torch.Generator(device=device).manual_seed(int(seed))
+    gen = runtime.generator(device, seed)
+    if sync_every_step is None:
+        sync_every_step = device.type == "cpu"
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     optimizer = make_optimizer(params, config)
     history = History()
     best_accuracy, best_state, since_best = -1.0, None, 0
     n = len(x_train)
     start = time.perf_counter()
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the minibatch `idx`; returns the loss (before the step)."""
+        xb = x_train[idx]
+        if augment is not None:
+            xb = augment(xb, gen)
+        return _loss(model(xb), y_train[idx], config.loss)
+
+    def update(loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.steps += 1
+        if after_step is not None:
+            after_step(model)
+
     for epoch in range(1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        order = torch.randperm(n, device=device, generator=gen)
+        order = torch.randperm(n, device=gen.device, generator=gen).to(device)
+        starts = range(0, n, config.batch_size)
         diverged = False
-        for i in range(0, n, config.batch_size):
-            idx = order[i : i + config.batch_size]
-            xb = x_train[idx]
-            if augment is not None:
-                xb = augment(xb, gen)
-            loss = _loss(model(xb), y_train[idx], config.loss)
-            if not torch.isfinite(loss):
+        if sync_every_step:
+            for i in starts:
+                loss = step(order[i : i + config.batch_size])
+                if not torch.isfinite(loss):
+                    diverged = True
+                    break
+                update(loss)
+        else:
+            snapshot = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
+                        gen.get_state(), history.steps)
+            first_bad = torch.full((), len(starts), dtype=torch.int64, device=device)  # no sync: on device
+            for k, i in enumerate(starts):
+                loss = step(order[i : i + config.batch_size])
+                bad = ~torch.isfinite(loss.detach())
+                first_bad = torch.where(bad & (first_bad == len(starts)), k, first_bad)
+                update(loss)
+            stop = int(first_bad)  # the epoch's one sync
+            if stop < len(starts):  # replay the epoch from its start, stopping before the bad step
+                model_state, optimizer_state, gen_state, steps = snapshot
+                model.load_state_dict(model_state)
+                optimizer.load_state_dict(optimizer_state)
+                gen.set_state(gen_state)
+                history.steps = steps
+                for k, i in enumerate(list(starts)[: stop + 1]):
+                    loss = step(order[i : i + config.batch_size])  # the bad step's forward runs too, as
+                    if k < stop:  # with the per-step check (batch-norm statistics, augment draws)
+                        update(loss)
                 diverged = True
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.steps += 1
-            if after_step is not None:
-                after_step(model)
+            del snapshot
         scoring = dict(loss=config.loss, batch_size=config.eval_batch_size)
         train_loss, train_acc, _ = evaluate(model, x_train, y_train, **scoring)
         record = EpochRecord(epoch, lr, train_loss, train_acc)
