@@ -17,6 +17,7 @@ import pytest
 
 from . import baselines, runtime, verdict
 from .data import DataUnavailable
+from .data import skip_reason as data_skip_reason
 from .record import ClaimLog
 
 SCALES = ("smoke", "full")
@@ -209,9 +210,10 @@ def _data_unavailable_is_skip(item):
     try:
         return (yield)
     except DataUnavailable as exc:
-        if item.config.getoption("require_data"):
+        reason = data_skip_reason(exc, item.config.getoption("require_data"))
+        if reason is None:
             raise
-        pytest.skip(f"data unavailable: {exc}")
+        pytest.skip(reason)
 
 
 class _Collector:
