@@ -209,13 +209,53 @@ def assemble(out_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
 # ---------------------------------------------------------------- torchrun entry point
 
 
-def load_kernel(spec: str, kwargs: dict) -> KernelFn:
-    """"package.module:function" plus keyword arguments → kernel_fn(x_a, x_b)."""
+def load_kernel(spec: str, kwargs: dict, device: torch.device | str | None = None) -> KernelFn:
+    """"package.module:function" plus keyword arguments → kernel_fn(x_a, x_b).
+
+    `device` (this rank's device) is passed as the kernel's `device=` keyword when the function
+    takes one and the kwargs do not set it: a kernel that defaults to "cuda" (dlclaims.cntk) would
+    otherwise compute on the current CUDA device whatever --device chose.
+    """
     module, _, name = spec.partition(":")
     if not name:
         raise ValueError(f"--kernel must look like package.module:function, got {spec!r}")
     fn = getattr(importlib.import_module(module), name)
+    kwargs = dict(kwargs)
+    if device is not None and "device" not in kwargs and _takes_keyword(fn, "device"):
+        kwargs["device"] = str(device)
     return lambda a, b: fn(a, b, **kwargs)
+
+
+def _takes_keyword(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def rank_device(requested: str, local_rank: int, local_world_size: int, cuda_available: bool,
+                gpu_count: int) -> tuple[torch.device, str]:
+    """(device, distributed backend) of one rank: its own GPU `cuda:<LOCAL_RANK>`, or the CPU.
+
+    "auto" means CUDA when available. On CUDA every local rank needs its own GPU: more ranks per
+    node than visible GPUs would silently share one (half the speed each and twice the memory), so
+    that is an error naming the counts, as is asking for CUDA where there is none.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {requested!r}")
+    use_cuda = requested == "cuda" or (requested == "auto" and cuda_available)
+    if not use_cuda:
+        return torch.device("cpu"), "gloo"
+    if not cuda_available or gpu_count < 1:
+        raise RuntimeError("--device cuda, but torch sees no CUDA device")
+    if local_world_size > gpu_count or local_rank >= gpu_count:
+        raise RuntimeError(
+            f"{local_world_size} ranks on this node but {gpu_count} visible GPU(s): rank {local_rank} would "
+            f"share a GPU; start at most {gpu_count} processes per node (torchrun --nproc-per-node {gpu_count})")
+    return torch.device("cuda", local_rank), "nccl"
 
 
 def _distributed_compute(args) -> int:
@@ -224,12 +264,12 @@ def _distributed_compute(args) -> int:
 
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    cuda = torch.cuda.is_available()
+    device, backend = rank_device(args.device, local_rank, local_world_size, cuda,
+                                  torch.cuda.device_count() if cuda else 0)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
     x1 = torch.from_numpy(np.load(args.inputs)).to(device)
     x2 = torch.from_numpy(np.load(args.inputs2)).to(device) if args.inputs2 else None
     kwargs = json.loads(args.kernel_kwargs)
@@ -249,7 +289,7 @@ def _distributed_compute(args) -> int:
             ensure_manifest(args.out, manifest, tag="rank0")
         dist.barrier()
     try:
-        done = compute_gram_tiled(load_kernel(args.kernel, kwargs), x1, x2, args.out, args.tile,
+        done = compute_gram_tiled(load_kernel(args.kernel, kwargs, device), x1, x2, args.out, args.tile,
                                   rank, world_size, key=key)
         print(f"rank {rank}/{world_size}: computed {len(done)} tile(s); "
               f"{len(missing_tiles(args.out))} of {len(planned_tiles(args.out))} not done yet", flush=True)
@@ -271,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     compute.add_argument("--tile", type=int, required=True, help="rows/columns per tile")
     compute.add_argument("--out", required=True, help="tile folder (shared by all machines)")
     compute.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                         help="auto: GPU LOCAL_RANK with nccl when CUDA is available, else CPU with gloo")
+                         help="auto: GPU LOCAL_RANK with nccl when CUDA is available, else CPU with gloo; "
+                              "the kernel computes there (its device= keyword); more ranks per node than "
+                              "GPUs is an error")
     status = sub.add_parser("status", help="count finished and missing tiles")
     status.add_argument("out")
     asm = sub.add_parser("assemble", help="write the full matrix once every tile is done")
