@@ -17,7 +17,9 @@ answered with a silently smaller set.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import torch
 DATA_ENV = "DLCLAIMS_DATA"
 CACHE_ENV = "DLCLAIMS_CACHE"
 NUM_CLASSES = 10
+PACKED_KEY = "packed"  # JSON metadata of a packed subset (`python -m dlclaims.data pack`)
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ def _read_npz(path: Path, spec: DatasetSpec) -> dict[str, np.ndarray]:
             if missing:
                 raise DataCorrupt(f"{path}: missing keys {missing} (expected {list(keys)})")
             arrays = {k: npz[k] for k in keys}
+            if PACKED_KEY in npz.files:
+                arrays[PACKED_KEY] = npz[PACKED_KEY]
     except DataCorrupt:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
@@ -193,7 +198,11 @@ def _validate(path: Path, spec: DatasetSpec, arrays: dict[str, np.ndarray]) -> N
         elif y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
             problems.append(f"y_{split} labels outside 0..{NUM_CLASSES - 1}")
         expected = spec.train_sizes if split == "train" else (spec.test_size,)
-        if len(x) not in expected:
+        if PACKED_KEY in arrays:  # a packed subset (`python -m dlclaims.data pack`) states its own counts
+            declared = json.loads(str(arrays[PACKED_KEY]))["counts"][split]
+            if len(x) != declared or len(x) > max(expected):
+                problems.append(f"{len(x)} {split} images, the pack declares {declared} (at most {max(expected)})")
+        elif len(x) not in expected:
             problems.append(f"{len(x)} {split} images, expected one of {expected}")
         if problems:
             raise DataCorrupt(f"{path} is inconsistent: " + "; ".join(problems))
@@ -211,6 +220,10 @@ def load(name: str, *, device: str | torch.device = "cpu") -> ImageData:
         x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
+    source = str(path)
+    if PACKED_KEY in arrays:
+        info = json.loads(str(arrays[PACKED_KEY]))
+        source += f" (packed subset: {info['counts']['train']} train / {info['counts']['test']} test images)"
     return ImageData(
         name=name,
         x_train=images(arrays["x_train"]),
@@ -218,7 +231,7 @@ def load(name: str, *, device: str | torch.device = "cpu") -> ImageData:
         x_test=images(arrays["x_test"]),
         y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)).to(device),
         class_names=spec.class_names,
-        source=str(path),
+        source=source,
     )
 
 
@@ -433,3 +446,98 @@ def flip_vertical(x: torch.Tensor) -> torch.Tensor:
 def flip_horizontal(x: torch.Tensor) -> torch.Tensor:
     """Mirror images (columns reversed)."""
     return x.flip(-1)
+
+
+# ---------------------------------------------------------------- packing a subset for a GPU smoke run
+
+# Images per dataset (train, test) in the GPU smoke's pack: enough for every smoke protocol to draw
+# its subsets (largest: memorization's MLP 1,000 + 1,000 held out and random labels' 2,000 test
+# MNIST images; vertical flip's 3,000 CIFAR-10 training images and curve subset; CNN-vs-CNTK's
+# 550 + 1,000; Arora's 2K rows 2,000 per subset), class-balanced, in ≤ 40 MB. A claim on a pack
+# draws its subsets from the packed images, so its numbers differ from a run on the full files
+# (the pack is for exercising code paths and timing, not for baselines).
+SMOKE_PACK = {"mnist": (10000, 10000), "fashion_mnist": (2000, 1000), "cifar10": (5000, 4000)}
+SMOKE_PACK_MAX_MB = 40.0
+
+
+def pack(out_dir: str | os.PathLike, sizes: dict[str, tuple[int, int]] | None = None, seed: int = 0,
+         max_mb: float | None = SMOKE_PACK_MAX_MB) -> dict[str, int]:
+    """Write class-balanced subsets of the datasets to `out_dir/<name>.npz` (the loader's layout plus
+    a `packed` record of source, counts and seed); returns each file's size in bytes.
+
+    The source is wherever `locate` finds each dataset (DLCLAIMS_DATA or the cache). Raises
+    ValueError (and removes what it wrote) when the files together exceed `max_mb` megabytes.
+    """
+    sizes = dict(SMOKE_PACK if sizes is None else sizes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, int] = {}
+    for name, (n_train, n_test) in sizes.items():
+        spec = SPECS[name]
+        source = locate(name)
+        arrays = _read_npz(source, spec)
+        packed = {}
+        for split, n in (("train", n_train), ("test", n_test)):
+            y = torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))
+            if n >= len(y):  # the whole split, as it is (MNIST's test classes hold 892-1,135)
+                idx = np.arange(len(y))
+            else:
+                idx = np.sort(balanced_indices(y, n, seed + (split == "test")).numpy())
+            packed[f"x_{split}"] = arrays[f"x_{split}"][idx]
+            packed[f"y_{split}"] = arrays[f"y_{split}"][idx].astype(np.int64)
+        counts = {split: len(packed[f"y_{split}"]) for split in ("train", "test")}
+        info = {"source": str(source), "seed": seed, "counts": counts,
+                "note": "class-balanced subset for a GPU smoke run; numbers differ from the full files"}
+        packed[PACKED_KEY] = np.array(json.dumps(info))
+        path = out / f"{name}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **packed)
+        tmp.replace(path)
+        written[name] = path.stat().st_size
+    total = sum(written.values())
+    if max_mb is not None and total > max_mb * 1e6:
+        for name in written:
+            (out / f"{name}.npz").unlink()
+        raise ValueError(f"the pack would be {total / 1e6:.1f} MB, over the {max_mb:g} MB limit; ask for fewer images")
+    return written
+
+
+def _sizes_arg(text: str) -> dict[str, tuple[int, int]]:
+    """"mnist=10000:10000,cifar10=5000:4000" → {"mnist": (10000, 10000), "cifar10": (5000, 4000)}."""
+    sizes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, counts = part.partition("=")
+        if name not in SPECS or ":" not in counts:
+            raise ValueError(f"expected NAME=TRAIN:TEST with NAME in {', '.join(SPECS)}, got {part!r}")
+        n_train, n_test = counts.split(":")
+        sizes[name] = (int(n_train), int(n_test))
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dlclaims.data",
+                                     description="Dataset tools: pack a class-balanced subset for a GPU smoke run.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="write <OUT>/<name>.npz subsets (default: what the smoke protocols need)")
+    p.add_argument("out", help="output folder (point DLCLAIMS_DATA at it on the GPU machine)")
+    p.add_argument("--sizes", type=_sizes_arg, default=None,
+                   help="NAME=TRAIN:TEST,... (default: " + ",".join(f"{k}={a}:{b}" for k, (a, b) in SMOKE_PACK.items())
+                        + ")")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-mb", type=float, default=SMOKE_PACK_MAX_MB, help="refuse a pack larger than this")
+    args = parser.parse_args(argv)
+    try:
+        written = pack(args.out, args.sizes, seed=args.seed, max_mb=args.max_mb)
+    except (ValueError, DataUnavailable, DataCorrupt) as exc:
+        print(f"pack failed: {exc}", file=sys.stderr)
+        return 1
+    for name, size in written.items():
+        print(f"{Path(args.out, name + '.npz')}: {size / 1e6:.1f} MB")
+    print(f"total: {sum(written.values()) / 1e6:.1f} MB (limit {args.max_mb:g} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

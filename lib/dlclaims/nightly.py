@@ -118,6 +118,29 @@ def _interrupt(proc: subprocess.Popen) -> None:
             continue
 
 
+def run_limited(command: list[str], limit_s: float, env: dict | None = None,
+                cwd: str | os.PathLike | None = None) -> tuple[int, float, bool, str]:
+    """Run `command` in its own process group for at most `limit_s` seconds.
+
+    Returns (exit status, seconds, timed out, note): 124 after the limit (interrupted with SIGINT
+    first, so pytest writes its reports), 127 when the command cannot start.
+    """
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(command, start_new_session=True, env=env, cwd=cwd)  # own group: stopped whole
+    except OSError as exc:
+        return 127, 0.0, False, f"could not start: {exc}"
+    try:
+        returncode = proc.wait(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        _interrupt(proc)
+        return 124, time.monotonic() - start, True, f"interrupted after its {limit_s / 60:.1f}-minute limit"
+    except KeyboardInterrupt:
+        _interrupt(proc)
+        raise
+    return returncode, time.monotonic() - start, False, ""
+
+
 def run_step(step: str, command: list[str], reports: str | os.PathLike = "reports",
              limit_s: float | None = None) -> StepResult:
     """Run one step's command under its limit and record the outcome in reports/nightly/STEP.json."""
@@ -129,25 +152,8 @@ def run_step(step: str, command: list[str], reports: str | os.PathLike = "report
     limit = STEP_LIMITS[step] if limit_s is None else limit_s
     print(f"[nightly] {step}: {' '.join(command)} (limit {limit / 60:.0f} min){' — ' + note if note else ''}",
           flush=True)
-    start = time.monotonic()
-    timed_out = False
-    try:
-        proc = subprocess.Popen(command, start_new_session=True)  # its own group: interrupt it whole
-    except OSError as exc:
-        result = StepResult(step, command, 127, 0.0, note=f"could not start: {exc}")
-    else:
-        try:
-            returncode = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _interrupt(proc)
-            returncode = proc.returncode if proc.returncode is not None else -9
-            note = (note + "; " if note else "") + f"interrupted after its {limit / 60:.0f}-minute limit"
-        except KeyboardInterrupt:
-            _interrupt(proc)
-            raise
-        result = StepResult(step, command, 124 if timed_out else returncode, time.monotonic() - start,
-                            timed_out, note)
+    returncode, seconds, timed_out, why = run_limited(command, limit)
+    result = StepResult(step, command, returncode, seconds, timed_out, "; ".join(filter(None, (note, why))))
     out = Path(reports, "nightly")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{step}.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
