@@ -1,6 +1,7 @@
 """The dlclaims pytest plugin: options, thin fixtures and hooks. The work lives in the library.
 
-Options: --scale {smoke,full}, --seed-offset N, --require-data, --report-dir DIR, --regen-baselines.
+Options: --scale {smoke,full}, --seed-offset N, --require-data, --report-dir DIR, --regen-baselines;
+the time plan of GPU runs (dlclaims.plan): --plan, --budget, --tier, --progress, --timeout-factor, --gpu-memory.
 Fixtures: device (cpu / cuda[gpu] / xla[tpu] variants), scale, protocol, seed, claim, baseline.
 Hooks: GPU pinning per xdist worker, seeding, data-unavailable → skip, claim records
 gathered from workers and written to reports/claims.{md,json} at the end of the session.
@@ -8,6 +9,7 @@ gathered from workers and written to reports/claims.{md,json} at the end of the 
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import re
@@ -38,9 +40,42 @@ def pytest_addoption(parser):
     group.addoption("--regen-baselines", action="store_true",
                     help="rewrite the regression baselines (and their code-path fingerprints) of the tests run; "
                          "review the diff and commit it")
+    # The time plan of GPU runs (dlclaims.plan: each claim module's COST table).
+    group.addoption("--plan", action="store_true", dest="dlclaims_plan",
+                    help="print each CUDA test's declared cost (GPU-seconds, peak memory) and the wall time on "
+                         "the -n workers, then stop without running anything")
+    group.addoption("--budget", type=_duration, default=None, dest="dlclaims_budget", metavar="DURATION",
+                    help="refuse (usage error naming the tests) a run whose planned wall time exceeds this "
+                         "(e.g. 2h, 90m; default 2h; checked for --scale=full, --plan, --progress or an explicit "
+                         "--budget)")
+    group.addoption("--tier", choices=("nightly", "paper", "all"), default="nightly", dest="dlclaims_tier",
+                    help="which CUDA tests run: nightly (default; paper-tier tests are deselected), paper (only "
+                         "those, too big for the nightly), or all")
+    group.addoption("--progress", action="store_true", dest="dlclaims_progress",
+                    help="a line per CUDA test start and end (test, elapsed, estimate), also under xdist")
+    group.addoption("--timeout-factor", type=float, default=3.0, dest="dlclaims_timeout_factor",
+                    help="a CUDA test with a declared cost fails after factor × its estimate + 5 min (0: no limit)")
+    group.addoption("--gpu-memory", type=float, default=80.0, dest="dlclaims_gpu_gib", metavar="GIB",
+                    help="GPU memory the plan flags tests against (default 80, H100-class)")
 
 
+def _duration(text: str) -> float:
+    from .plan import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # --plan collects in this process and stops: no xdist workers (-n still sets the plan's worker count).
+    if config.getoption("dlclaims_plan") and hasattr(config.option, "dist"):
+        config.option.dist = "no"
+    from .plan import PlanPlugin
+
+    config.pluginmanager.register(PlanPlugin(config), f"dlclaims-plan-{id(config)}")
     # Before any test module imports torch and initialises CUDA: one GPU per xdist worker.
     config._dlclaims_pinned_gpu = runtime.pin_worker_gpu()
     # One intra-op thread per process unless DLCLAIMS_THREADS says otherwise: CPU reductions
