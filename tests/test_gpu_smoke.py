@@ -101,7 +101,7 @@ def test_without_cuda_the_smoke_skips_cleanly_saying_why(tmp_path, monkeypatch, 
 def test_forced_on_a_cpu_machine_every_cuda_variant_skips_with_its_reason(tmp_path):
     if runtime.unavailable_reason("cuda") is None:
         pytest.skip("this machine has a CUDA device")
-    rc = gpu_smoke.main(["--out", str(tmp_path), "--force", "--no-benchmarks",
+    rc = gpu_smoke.main(["--out", str(tmp_path), "--force", "--no-benchmarks", "-n", "1",
                          "tests/test_train.py::test_divergence_is_recorded_not_raised"])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert rc == 0 and summary["outcomes"] == {"skipped": 1}  # the cuda variant (-m gpu selects it alone)
@@ -113,7 +113,10 @@ def test_the_smoke_runs_tests_claims_and_cuda_benchmarks_and_leaves_out_the_pape
     assert (tests, bench) == ("tests", "benchmarks")
     assert test_cmd[test_cmd.index("pytest") + 1:][:5] == ["tests", "claims", "-m", "gpu", "--scale=smoke"]
     assert "claims/test_arora_table1.py::test_arora_2k_gap" in test_cmd  # --deselect: ≈ 1 GPU-day
-    assert bench_cmd[bench_cmd.index("pytest") + 1:][:3] == ["benchmarks", "-m", "gpu"]
+    assert "claims/test_arora_table1.py::test_arora_2k_v" in test_cmd  # the paper's 2K protocol
+    assert test_cmd[test_cmd.index("-n") + 1] == "4"  # workers sharing the one GPU
+    assert bench_cmd[bench_cmd.index("pytest") + 1:][:5] == ["benchmarks", "-m", "gpu", "-k",
+                                                             "test_engine or test_scaling"]
     assert any(a.startswith("--benchmark-json=") for a in bench_cmd)
     only_tests = gpu_smoke.pytest_commands(tmp_path, ["tests"], benchmarks=False)
     assert len(only_tests) == 1 and "--deselect" not in only_tests[0][1]
