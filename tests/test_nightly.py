@@ -192,3 +192,40 @@ def test_the_job_timeout_covers_every_step_limit():
         if step in by_id:  # a step's own timeout is a backstop above the runner's limit and grace
             assert by_id[step]["timeout-minutes"] * 60 >= limit + 2 * nightly.GRACE_S, step
     assert nightly.STEP_LIMITS["claims"] >= nightly.CLAIMS_BUDGET_S == 2 * 3600
+
+
+# ---------------------------------------------------------------- the paper tier's manual workflow
+
+PAPER_YML = ROOT / ".github" / "workflows" / "paper-gpu.yml"
+
+
+def test_the_paper_workflow_plans_then_runs_only_the_paper_tier(pytestconfig, tmp_path):
+    import shlex
+    import shutil
+    import subprocess
+
+    workflow = yaml.safe_load(PAPER_YML.read_text())
+    on = workflow.get("on", workflow.get(True))
+    assert list(on) == ["workflow_dispatch"]  # manual only
+    (job,) = workflow["jobs"].values()
+    commands = []
+    for step in job["steps"]:
+        line = step.get("run", "").replace("\n", " ")
+        if "-m pytest" in line:
+            args = shlex.split(line.replace('"$WORKERS"', "4").replace('"$SCALE"', "full")
+                               .replace('"$BUDGET"', "30h").replace('"$SELECT"', "x"))
+            commands.append(args[args.index("pytest") + 1:])
+    plan_cmd, run_cmd = commands
+    assert "--plan" in plan_cmd and "--plan" not in run_cmd
+    for args in commands:
+        assert {"--tier=paper", "--budget"} <= set(args) and args[:3] == ["claims", "-m", "gpu"]
+        _, unknown = pytestconfig._parser.parse_known_and_unknown_args(args)
+        assert [a for a in unknown if a.startswith("-")] == [], args
+    binary = Path(sys.executable).with_name("actionlint")
+    binary = str(binary) if binary.is_file() else shutil.which("actionlint")
+    if binary is None:
+        pytest.skip("actionlint is not installed")
+    config = tmp_path / "actionlint.yaml"
+    config.write_text(yaml.safe_dump({"self-hosted-runner": {"labels": ["gpu"]}}))
+    result = subprocess.run([binary, "-config-file", str(config), str(PAPER_YML)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
