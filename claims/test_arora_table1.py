@@ -1,13 +1,23 @@
 """Arora et al. (2019), "On exact computation with an infinitely wide neural net", Table 1 (seed 004):
 CIFAR-10 test accuracy of CNTK-V and CNTK-GAP kernel regression at depths 3 / 4 / 6 / 11 / 21.
 
-  2K rows    2,000 training images, the full 10,000-image test set; each cell within ±1.5 points of
-             the paper, averaged over 3 random class-balanced 2,000-image subsets.
-             CNTK-V-2K: `slow` CPU test (`pytest claims -k arora_2k_v -m slow`); CNTK-GAP-2K: `gpu`.
-             Control: the same ±1.5-point assertion against the *other* row's paper number fails
-             (the tolerance tells the rows apart).
-  full rows  all 50,000 training images (`--scale=full`, GPU; skip when the data has fewer); the
-             same control.
+What is claimed: each cell of the table, i.e. our accuracy within ±1.5 points of the paper's
+(equivalence, TOST: the whole CI inside); the control asks the same of the *other* row's paper number
+(V ↔ GAP, 6-13 points apart at every depth) and must land decisively outside, so the margin tells the
+rows apart.
+
+  2K rows    the paper's own 2K protocol: 2,000 training images, the whole 10,000-image test set, so
+             the paper's 2K number is the region. Ours is the mean over 3 random class-balanced
+             2,000-image subsets (the paper's subset is not given); its CI is the hierarchical
+             bootstrap over subsets × test images (`stats.trials_ci`). No network is trained: the
+             kernel is deterministic given the data, so `trials` is None (the subsets are in `details`).
+             CNTK-V-2K: `slow` CPU test (`pytest claims -k arora_2k_v -m slow`, ≈ 19 min on 2 cores);
+             CNTK-GAP-2K: `gpu`.
+  full rows  all 50,000 training images (`--scale=full`, GPU; skip when the data has fewer): the same
+             data as the paper, one deterministic kernel; CI = Wilson over the 10,000 test images.
+  smoke      nothing runs in CI (the 2K rows are `slow` / `gpu`, the full rows `full` + `gpu`): smoke
+             asserts nothing of this table. No protocol here compares a subset's accuracy with the
+             paper's full-data number.
 
 Protocol, from the reference code github.com/ruosongwang/CNTK (CNTK.py, utils.py, README):
   preprocessing  pixels / 255, then per-channel standardisation with the training split's mean and
@@ -19,10 +29,12 @@ Protocol, from the reference code github.com/ruosongwang/CNTK (CNTK.py, utils.py
   regression     targets one-hot − 0.1, exact solve, no ridge (`dlclaims.cntk.kernel_regression`).
 """
 
+import numpy as np
 import pytest
 import torch
 
 from dlclaims import data, stats
+from dlclaims.verdict import equivalent
 
 SOURCE = "Arora et al. 2019, Table 1 (seed 004)"
 
@@ -38,12 +50,17 @@ KERNELS = {  # Arora et al.'s flags per column
     "GAP": dict(pooling="gap", fix_first_layer=True, fix_readout=True),
 }
 CIFAR_TRAIN_SIZE = 50000
+# "Reproduces the table's cell" = within ±1.5 points (ours; the paper gives no tolerance). For the 2K
+# rows this is about twice the spread of CNTK-V-2K accuracy across random 2,000-image subsets that we
+# measured (sd 0.55-0.87 points per depth, 3 subsets): the paper's number is one such draw. The full
+# rows use the paper's data, so there the margin only covers implementation details (float32
+# recursion, the solver), and the Wilson CI (±0.9 points at 65 %) takes most of it.
+TOLERANCE = 0.015
 
-# Units: images (CIFAR-10 at its native 32×32); tolerance in accuracy fractions.
+# Units: images (CIFAR-10 at its native 32×32), accuracies as fractions.
 # The recursion runs in float32 as the reference code's does (sums and the solve stay float64), in
 # the fused CNTK kernel (`cntk(backend="auto")`: numba on CPU, Triton on CUDA).
-PAPER_2K = {"n_train": 2000, "n_test": 10000, "subsets": 3, "depths": DEPTHS, "tolerance": 0.015,
-            "dtype": torch.float32}
+PAPER_2K = {"n_train": 2000, "n_test": 10000, "subsets": 3, "depths": DEPTHS, "dtype": torch.float32}
 PROTOCOL = {
     # The 2K rows are the paper's protocol at every scale; they are `slow` / `gpu`, never in CI.
     # CPU cost of CNTK-V-2K (all five depths from one pass, 2·10⁶ + 2·10⁷ pairs per subset, fused
@@ -51,9 +68,10 @@ PROTOCOL = {
     # (37.5 CPU-min, ≈ 34 µs per pair-thread, all depths; 3.4 GB peak) — 47 min wall on the shared
     # 2-core box with other jobs taking half of it (2026-11-30); CPU time ÷ 2 ≈ 19 min on both cores.
     # Measured 40.35 / 41.84 / 42.96 / 43.36 / 42.63 % vs the paper's 40.94 / 42.54 / 43.43 / 43.42 /
-    # 42.53 (every cell within ±0.7 points). The torch engine took ≈ 0.41 ms per pair (≈ 7.5 h).
+    # 42.53 (every cell within ±0.7 points; per-subset sd 0.55-0.87 points). The torch engine took
+    # ≈ 0.41 ms per pair (≈ 7.5 h).
     "smoke": {"2k": PAPER_2K},
-    "full": {"2k": PAPER_2K, "n_test": 10000, "depths": DEPTHS, "tolerance": 0.015, "dtype": torch.float32},
+    "full": {"2k": PAPER_2K, "n_test": 10000, "depths": DEPTHS, "dtype": torch.float32},
 }
 
 
@@ -64,40 +82,50 @@ def standardised_cifar(device):
     return full, mean, std
 
 
-def cntk_test_hits(kernel: str, train_idx, full, mean, std, depths, device, dtype) -> dict[int, torch.Tensor]:
-    """Hits of CNTK regression on the whole test set, every depth from one kernel pass."""
+def cntk_test_hits(kernel: str, train_idx, test_idx, full, mean, std, depths, device, dtype) -> dict[int, torch.Tensor]:
+    """Hits of CNTK regression on the test images `test_idx`, every depth from one kernel pass."""
     from dlclaims.cntk import cntk_predictions
 
     x_train = data.to_float(full.x_train[train_idx], mean, std)
-    (predictions,) = cntk_predictions(x_train, [full.y_train[train_idx]], data.to_float(full.x_test, mean, std),
-                                      depths, device=device, dtype=dtype, progress=True, **KERNELS[kernel])
-    return {d: p == full.y_test.cpu() for d, p in predictions.items()}
+    x_test = data.to_float(full.x_test[test_idx], mean, std)
+    (predictions,) = cntk_predictions(x_train, [full.y_train[train_idx]], x_test, depths, device=device, dtype=dtype,
+                                      progress=True, **KERNELS[kernel])
+    return {d: p == full.y_test[test_idx].cpu() for d, p in predictions.items()}
+
+
+def evaluation_indices(full, n_test: int, seed: int):
+    """The whole test set (the paper's), or a class-balanced subset where the data holds more than
+    `n_test` (a tiny trial run of the code path)."""
+    if n_test >= len(full.y_test):
+        return torch.arange(len(full.y_test), device=full.y_test.device)
+    return data.balanced_indices(full.y_test, n_test, seed)
 
 
 def check_2k_row(kernel: str, device, spec, seed, claim, baseline):
     full, mean, std = standardised_cifar(device)
     row, other = (f"CNTK-{kernel}-2K", f"CNTK-{'GAP' if kernel == 'V' else 'V'}-2K")
-    per_subset = {d: [] for d in spec["depths"]}
+    test_idx = evaluation_indices(full, spec["n_test"], seed)
+    hits = {d: [] for d in spec["depths"]}  # per depth: one (n_test,) hit vector per subset
     for s in range(spec["subsets"]):
         train_idx = data.balanced_indices(full.y_train, spec["n_train"], seed + s)
-        for d, hits in cntk_test_hits(kernel, train_idx, full, mean, std, spec["depths"], device,
-                                      spec["dtype"]).items():
-            per_subset[d].append(float(hits.float().mean()))
-    tol = spec["tolerance"]
-    threshold = f"within ±{100 * tol:.1f} points of the paper"
-    for d, accs in per_subset.items():
-        measured = stats.mean_ci(accs)
-        claim.check(f"{row}, depth {d}: CIFAR-10 test accuracy (mean of {len(accs)} subsets of "
-                    f"{spec['n_train']})", measured, holds=abs(measured.value - PAPER[row][d]) <= tol,
-                    threshold=threshold, paper=PAPER[row][d], unit="%", subsets=accs)
-        claim.control(f"{row}, depth {d} measured against the {other} paper number", measured,
-                      holds=abs(measured.value - PAPER[other][d]) <= tol, threshold=threshold,
-                      paper=PAPER[other][d], unit="%")
+        for d, h in cntk_test_hits(kernel, train_idx, test_idx, full, mean, std, spec["depths"], device,
+                                   spec["dtype"]).items():
+            hits[d].append(stats.to_numpy(h, float))
+    per_subset = {d: [float(h.mean()) for h in hs] for d, hs in hits.items()}
     from dlclaims.baselines import binomial
 
-    # CNTK regression accuracies on the full test set: an argmax that flips only at near-ties; binomial bounds it.
-    baseline.check({f"depth{d}": binomial(accs, len(full.y_test), "accuracy of CNTK regression")
+    # Registered before the claims: CNTK regression accuracies on the test set, an argmax that flips
+    # only at near-ties; binomial bounds it.
+    baseline.check({f"depth{d}": binomial(accs, len(test_idx), "accuracy of CNTK regression")
                     for d, accs in per_subset.items()})
+    for d, hs in hits.items():
+        # Subsets × test images (the paper's 2,000 images are one unknown draw); no trained network.
+        measured = stats.trials_ci(np.stack(hs), seed=seed)
+        claim.check(f"{row}, depth {d}: CIFAR-10 test accuracy (mean of {len(hs)} subsets of {spec['n_train']}, "
+                    f"{len(test_idx)} test images)", measured, equivalent(TOLERANCE, PAPER[row][d]),
+                    paper=PAPER[row][d], unit="%", subsets=per_subset[d])
+        claim.control(f"{row}, depth {d} measured against the {other} paper number", measured,
+                      equivalent(TOLERANCE, PAPER[other][d]), paper=PAPER[other][d], unit="%")
 
 
 @pytest.mark.slow
@@ -121,15 +149,12 @@ def test_arora_full_cntk(kernel, device, scale, protocol, claim):
     full, mean, std = standardised_cifar(device)
     data.require_train_size(full, CIFAR_TRAIN_SIZE)
     row, other = f"CNTK-{kernel}", f"CNTK-{'GAP' if kernel == 'V' else 'V'}"
+    test_idx = evaluation_indices(full, protocol["n_test"], 0)
     for d in protocol["depths"]:  # one depth per pass: a 50,000² float64 Gram matrix is 20 GB
-        (h,) = cntk_test_hits(kernel, torch.arange(CIFAR_TRAIN_SIZE), full, mean, std, [d], device,
+        (h,) = cntk_test_hits(kernel, torch.arange(CIFAR_TRAIN_SIZE), test_idx, full, mean, std, [d], device,
                               protocol["dtype"]).values()
-        measured = stats.accuracy(h)
-        tol = protocol["tolerance"]
-        threshold = f"within ±{100 * tol:.1f} points of the paper"
+        measured = stats.accuracy(h)  # one deterministic kernel on the paper's data: test sampling only
         claim.check(f"{row}, depth {d}: CIFAR-10 test accuracy (50,000 training images)", measured,
-                    holds=abs(measured.value - PAPER[row][d]) <= tol, threshold=threshold,
-                    paper=PAPER[row][d], unit="%")
+                    equivalent(TOLERANCE, PAPER[row][d]), paper=PAPER[row][d], unit="%")
         claim.control(f"{row}, depth {d} measured against the {other} paper number", measured,
-                      holds=abs(measured.value - PAPER[other][d]) <= tol, threshold=threshold,
-                      paper=PAPER[other][d], unit="%")
+                      equivalent(TOLERANCE, PAPER[other][d]), paper=PAPER[other][d], unit="%")
