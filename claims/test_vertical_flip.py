@@ -1,19 +1,27 @@
 """Assaraf (2021), HW0 §2 (seed 003): a CNN trained on CIFAR-10 is not robust to upside-down images.
 
-One plain and one flip-augmented Conv-4 per run give every claim:
-  claim 1  the vertically flipped test set loses ≥ 20 points of accuracy (seed: 85.8 → 39.2 %)
-           yet stays well above chance;                        control: the augmented model
-  claim 2  the flipped accuracy rises with the plain one early, then stalls: its late-training
-           gain is at most half the plain one's (seed Fig. 2); control: the augmented model
-           (asserted at full scale; recorded at smoke)
-  claim 3  airplane and frog are among the least degraded classes (seed Fig. 3), bootstrapped
-           over test images;                                   control: the same ranking under
-           the horizontal flip, which degrades no class systematically
-           (not reproduced at smoke scale: frog ranks 5th-6th; an xfail naming the numbers)
-  claim 4  training on original + flipped images closes the gap to ≤ 5 points (seed §2.2);
-                                                               control: the plain model
-  claim 5  the horizontal flip (a symmetry of CIFAR-10) loses ≤ 3 points (checks the method);
-                                                               control: the vertical flip
+Per training set, `trials` independent plain Conv-4s and as many trained on original + vertically
+flipped images (seeds `seed + 1000·t`), all scored on the whole test set; every CI resamples the
+trials and the test images (`stats.trials_ci`) unless said otherwise.
+
+  claim 1  §2.1.1 "the new model is not completely random": the flipped test accuracy lies above
+           chance (Binomial(n, 1/10), 99 % upper edge). No control (see `test_vertical_flip_collapse`).
+  claim 2  §2.1.1 "the test accuracy drops from 0.858 to 0.392": test accuracy, flipped accuracy and
+           their difference each within ±5 points of the seed's 85.8 / 39.2 / 46.6 %, where the
+           protocol is the seed's (50,000 images); control: the augmented model's drop. Smoke cannot
+           decide these numbers (its width-8 net on 3,000 images reaches ≈ 46-51 %: 46.6 points below
+           that is below chance), nor can the 20,000-image variant (2.5× fewer images than the
+           seed's): there they are recorded beside the seed's numbers, not asserted.
+  claim 3  §2.1.1 "once these initial features are learnt, the rest of the training is not useful
+           for the performances on the flipped test set": the flipped curve's late gain is at most
+           half the plain one's (Fig. 2); control: the augmented model (full scale; recorded at smoke).
+  claim 4  §2.1.2 "some classes are more easily recognizable when flipped than the others ... This is
+           the case for: airplanes, frogs": both rank in the top 2 least-degraded classes (per-class
+           accuracy drop), at every scale. Not reproduced at smoke: a registered finding.
+  claim 5  §2.2 training on original + flipped images "to alleviate this issue": the flip gap of the
+           augmented model is within ±5 points of 0 (equivalence); control: the plain model.
+  check    the horizontal flip (no seed claim; CIFAR-10 is nearly left-right symmetric) costs within
+           ±3 points of 0: the method's sanity check; control: the vertical flip.
 """
 
 import matplotlib
@@ -26,66 +34,102 @@ import torch
 from dlclaims import data, stats, train
 from dlclaims.baselines import binomial, trajectory
 from dlclaims.models.conv4 import Conv4
+from dlclaims.verdict import Finding, at_least, at_most, equivalent
 
 SOURCE = "Assaraf 2021, HW0 §2, Figures 2-4 (seed 003)"
 
-PAPER = {"test": 0.858, "flipped_test": 0.392, "least_degraded": ("airplane", "frog")}
+# §2.1.1: "We can see that the test accuracy drops from 0.858 to 0.392. Therefore, the new model is
+# not completely random, but the drop in performance is important." (Conv-4 width 64, all 50,000
+# CIFAR-10 training images, batch 64, SGD lr 0.1 constant, 80 epochs; one run.)
+SEED_TEST_ACCURACY = 0.858
+SEED_FLIPPED_ACCURACY = 0.392
+SEED_DROP = SEED_TEST_ACCURACY - SEED_FLIPPED_ACCURACY  # 46.6 points
+# Ours: "reproduces the seed's number" = within ±5 points. The seed reports one run whose last-epoch
+# accuracy, at a constant lr 0.1 without momentum, swings by 3-4 points from epoch to epoch (our curves).
+SEED_NUMBER_MARGIN = 0.05
+CHANCE_LEVEL = 0.99  # "not completely random": above the 99 % range of a label-blind guesser
+# §2.1.2 names exactly two classes as "more easily recognizable when flipped than the others".
+LEAST_DEGRADED = ("airplane", "frog")
+TOP_K = 2  # the same at every scale: the literal reading of "than the others"
+# §2.2 gives no number for the augmented model (its Fig. 4 is not in the text). Training on a
+# flip-symmetric set makes the flipped test set as in-distribution as the original: the expected
+# gap is 0 either way, so the claim is two-sided; ±5 points is ours.
+AUG_GAP_MARGIN = 0.05
+# Not a seed claim: the method's check. CIFAR-10 is nearly left-right symmetric, so the expected
+# loss under the horizontal flip is 0 either way; ±3 points is ours.
+HFLIP_MARGIN = 0.03
+# §2.1.1: "the rest of the training is not useful" (late flipped gain ≈ 0); half the plain late gain
+# is ours, room for the noise of a constant-lr curve.
+STALL_RATIO_MAX = 0.5
+# Seed-to-seed sd of one trial's test accuracy beyond test sampling, for the baselines (another code
+# path is another trajectory): measured, the smoke trials' test accuracies at offsets 0-4 (3 per offset,
+# 41.4-51.8 %) have a pooled within-offset sd of 3.1 points (the last epoch of a constant lr 0.1).
+SEED_SD = 0.03
 
 # Units: images, epochs (passes over the training set), lr per step, accuracies as fractions.
 PROTOCOL = {
-    "smoke": {  # ≈ 3.5 single-thread CPU minutes for both models
-        "training_sets": {"subset": 3000},  # class-balanced CIFAR-10 subset (seed: all 50,000)
+    "smoke": {  # 6 models: 205 single-thread CPU seconds at offset 0 (user + sys, shared machine)
+        # class-balanced CIFAR-10 subset, the same for every trial (seed: all 50,000 images)
+        "training_sets": {"subset": {"n_train": 3000, "required": None}},
         "width": 8,  # Conv-4 channels 8-16-32-64, 25 k parameters (seed: width 64, 1.56 M)
+        # seed: 80 epochs. eval_batch_size only sets how many images are scored at once (512: smaller
+        # buffers: sys time 30 → 4 s, ≈ 10 % less CPU time than 2,048); no number changed at offset 0.
         "budget": train.TrainConfig(epochs=30, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.0,
-                                    stop_at_train_accuracy=None),  # seed: 80 epochs
+                                    stop_at_train_accuracy=None, eval_batch_size=512),
+        "trials": 3,  # per arm (plain, original + flipped)
         # flip a random half of every minibatch: the seed's 2× concatenated set would double the cost
         "augmentation": "flip_random_half",
         "curve_test_images": 1000,  # per-epoch curves on a balanced test subset; claims use all 10,000
+        # trials with per-epoch curves per arm (claim 3 is recorded at smoke: one plain curve suffices)
+        "curve_trials": {"plain": 1, "original + flipped": 0},
         "early_epochs": (4, 8),  # window where the plain curve has made most of its rise
         "late_epochs": 6,  # the last epochs
-        "top_k_least_degraded": 5,  # smoke: the top half (full: top 4)
-        "worse_rank_level": 0.95,  # bootstrap upper bound of the worse of the two ranks ≤ top_k
-        # Claim 2 is asserted at full scale only (the issue's smoke acceptance is claims 1, 3, 4, 5):
-        # 30 epochs of a width-8 net leave the plain curve's late gain at 1.5-2 points, too small
-        # for a stable ratio; the ratio and both gains are still recorded.
+        # What smoke decides: claim 1 (above chance), claim 4 (rank; a finding), claim 5 and the
+        # horizontal-flip check with their controls — the plain model's drop is then decisively more
+        # than a flip-symmetric model's ±5 points. It cannot decide claim 2 (a width-8 net on 3,000
+        # images reaches 46-51 % (trial means, offsets 0-4): 46.6 points below that is below chance),
+        # so the seed's numbers are recorded beside ours; nor claim 3: per-epoch curves for all trials
+        # and both arms (its control) would cost ≈ 25 % more, and one trial's ratio swings from −0.63
+        # to 0.30 across offsets 0-4 (plain late gain 3-9 points): trial 0's ratio is recorded.
+        "seed_protocol": (),  # training sets whose protocol is the seed's: claim 2 is asserted there
         "assert_dynamics": False,
-        # Measured at seed offsets 0-4: airplane ranks 1-2 but frog 5-6 (worse rank 6/5/6/6/5,
-        # bootstrap bound 6).
-        # Not a budget artefact we could trade away: 6,000 images × 15 epochs (same compute, 53.8 %
-        # test accuracy) ranked frog 6th too (drop 18.0 points vs deer 17.1, dog 16.8; offset 0).
-        "per_class_not_reproduced": "smoke (width 8, 3,000 images, 30 epochs): frog ranks 5th-6th by "
-                                    "per-class drop at seed offsets 0-4 (airplane 1st-2nd); "
-                                    "seed Fig. 3: both least degraded",
+        # Claim 4 at smoke, measured at seed offsets 0-4 (worse of the two ranks, 1 = least degraded,
+        # from the trial-mean per-class drops): 5, 4, 6, 6, 6 (bootstrap CIs [3, 6] / [4, 6]); cat,
+        # airplane and bird lead at every offset. Not a budget artefact we could trade away: 6,000
+        # images × 15 epochs (same compute, 53.8 % test accuracy, one trial) ranked frog 6th too.
+        "least_degraded_finding": Finding(
+            3, 7,
+            "smoke (width 8, 3,000 images, 30 epochs, 3 trials): frog ranks 4th-6th by per-class accuracy drop "
+            "at seed offsets 0-4 (14.6-19.4 points; airplane 1st-2nd, 2.9-8.1; cat, airplane, bird lead): worse "
+            "rank 4-6, registered as 3-7 (± one rank, about the CI half-width); seed §2.1.2: airplanes and frogs "
+            "are the least degraded"),
     },
     "full": {  # the seed's protocol: Conv-4 width 64, batch 64, SGD lr 0.1 constant, 80 epochs
         # "50k": the seed's training set; "20k-available": the 20,000 images of the offline
         # copy (deviation: 2.5× fewer images), so that a GPU run here reports something.
-        "training_sets": {"50k": 50000, "20k-available": 20000},
+        "training_sets": {"50k": {"n_train": None, "required": 50000},
+                          "20k-available": {"n_train": None, "required": 20000}},
         "width": 64,
         "budget": train.TrainConfig(epochs=80, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.0,
                                     stop_at_train_accuracy=None),
+        "trials": 3,
         "augmentation": "concatenate",  # the seed: original + flipped set (2× images, same epochs)
         "curve_test_images": 10000,
+        "curve_trials": {"plain": 3, "original + flipped": 3},
         "early_epochs": (6, 15),
         "late_epochs": 15,
-        "top_k_least_degraded": 4,
-        "worse_rank_level": 0.95,
+        "seed_protocol": ("50k",),  # the 20,000-image variant records the seed's numbers (2.5× fewer images)
         "assert_dynamics": True,
-        "per_class_not_reproduced": None,
+        "least_degraded_finding": None,  # not measured at this scale
     },
 }
-TRAINING_SETS = {"smoke": ["subset"], "full": ["50k", "20k-available"]}
-COLLAPSE_MIN = 0.20  # claim 1: at least 20 points lost to the vertical flip
-GAP_MAX_AUGMENTED = 0.05  # claim 4
-HFLIP_LOSS_MAX = 0.03  # claim 5
-STALL_RATIO_MAX = 0.5  # claim 2: flipped late gain ≤ half the plain late gain
-CHANCE_LEVEL = 0.99
 
 
 def pytest_generate_tests(metafunc):
     """Instantiate the test once per training set of the chosen scale."""
     if "training_set" in metafunc.fixturenames:
-        metafunc.parametrize("training_set", TRAINING_SETS[metafunc.config.getoption("scale")])
+        scale = metafunc.config.getoption("scale")
+        metafunc.parametrize("training_set", list(PROTOCOL[scale]["training_sets"]))
 
 
 def flip_random_half(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -94,52 +138,46 @@ def flip_random_half(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(upside_down.view(-1, 1, 1, 1), data.flip_vertical(xb), xb)
 
 
-def per_class_accuracy(hits, labels, num_classes: int = data.NUM_CLASSES) -> np.ndarray:
-    hits, labels = stats.to_numpy(hits, float), stats.to_numpy(labels)
-    return np.array([hits[labels == c].mean() for c in range(num_classes)])
+def per_class(scores: np.ndarray, labels: np.ndarray, num_classes: int = data.NUM_CLASSES) -> np.ndarray:
+    """Per-class mean of per-image scores (trials averaged): shape (num_classes,)."""
+    return np.array([scores[..., labels == c].mean() for c in range(num_classes)])
 
 
-def worse_rank(plain_hits, flipped_hits, labels, classes) -> float:
-    """The larger rank (1 = least degraded) of `classes` by per-class accuracy drop."""
-    drop = per_class_accuracy(plain_hits, labels) - per_class_accuracy(flipped_hits, labels)
-    rank = np.empty(len(drop), dtype=int)
-    rank[np.argsort(drop, kind="stable")] = np.arange(1, len(drop) + 1)
-    return float(rank[list(classes)].max())
+def worse_rank_statistic(named: list[int], num_classes: int = data.NUM_CLASSES):
+    """For `stats.trials_ci` on arms [drop·1{y=c} for c] + [1{y=c} for c]: the larger rank
+    (1 = least degraded) of the `named` classes by per-class accuracy drop."""
+
+    def statistic(*means):
+        sums, counts = np.stack(means[:num_classes]), np.stack(means[num_classes:])
+        drops = sums / counts
+        rank = np.argsort(np.argsort(drops, axis=0, kind="stable"), axis=0, kind="stable") + 1
+        return rank[named].max(axis=0)
+
+    return statistic
 
 
-def prepare(training_set: str, protocol: dict, device, seed: int):
-    """Standardised float images on `device`: (x_train, y_train, x_test, y_test, curve indices)."""
-    full = data.load("cifar10", device=device)
-    n_train = protocol["training_sets"][training_set]
-    data.require_train_size(full, n_train)
-    train_idx = data.balanced_indices(full.y_train, n_train, seed) if n_train < len(full.y_train) else slice(None)
-    x_train, y_train = full.x_train[train_idx], full.y_train[train_idx]
-    mean, std = data.channel_stats(x_train)
-    curve = data.balanced_indices(full.y_test, protocol["curve_test_images"], seed + 1)
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    images = lambda x: data.to_float(x, mean, std).contiguous(memory_format=layout)  # noqa: E731
-    return images(x_train), y_train, images(full.x_test), full.y_test, curve, full.class_names
-
-
-def train_and_score(x_train, y_train, x_test, y_test, curve, protocol, device, seed, augmented: bool):
-    """Train one Conv-4; return its history (curves: plain and flipped test subset) and test hits."""
+def train_trial(arm: str, x_train, y_train, x_test, y_test, curve, protocol, device, seed: int, curves: bool):
+    """Train one Conv-4 (`arm`: "plain" or "original + flipped"); return its history (per-epoch curves
+    on the plain and flipped test subset when `curves`) and its test hits per transform."""
     augment = None
-    if augmented and protocol["augmentation"] == "concatenate":
+    if arm != "plain" and protocol["augmentation"] == "concatenate":
         x_train, y_train = torch.cat([x_train, data.flip_vertical(x_train)]), torch.cat([y_train, y_train])
-    elif augmented:
+    elif arm != "plain":
         augment = flip_random_half
-    model = Conv4(protocol["width"]).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    torch.manual_seed(seed)
+    model = Conv4(protocol["width"]).to(device, memory_format=torch.channels_last)
     x_curve, y_curve = x_test[curve], y_test[curve]
     # The flipped curve goes in as `holdout`: recorded per epoch, never used to select (no
     # patience, no restore_best).
-    history = train.fit(model, x_train, y_train, protocol["budget"], seed=seed, test=(x_curve, y_curve),
-                        holdout=(data.flip_vertical(x_curve), y_curve), augment=augment)
-    hits = {name: train.evaluate(model, transform(x_test), y_test)[2]
-            for name, transform in (("plain", lambda x: x), ("vertical", data.flip_vertical),
-                                    ("horizontal", data.flip_horizontal))}
-    return history, hits
+    watch = dict(test=(x_curve, y_curve), holdout=(data.flip_vertical(x_curve), y_curve)) if curves else {}
+    history = train.fit(model, x_train, y_train, protocol["budget"], seed=seed, augment=augment, **watch)
+    transforms = {"plain": lambda x: x, "vertical": data.flip_vertical}
+    if arm == "plain":
+        transforms["horizontal"] = data.flip_horizontal
+    scoring = protocol["budget"].eval_batch_size
+    hits = {name: stats.to_numpy(train.evaluate(model, transform(x_test), y_test, batch_size=scoring)[2], float)
+            for name, transform in transforms.items()}
+    return (history if curves else None), hits
 
 
 def late_gain_ratio(history, protocol) -> tuple[float, float, float]:
@@ -155,18 +193,18 @@ def late_gain_ratio(history, protocol) -> tuple[float, float, float]:
     return flipped_gain / plain_gain if plain_gain > 0 else float("inf"), plain_gain, flipped_gain
 
 
-def plot_curves(runs: dict, protocol):
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5), sharey=True)
+def plot_curves(histories: dict, protocol):
+    fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.5), sharey=True, squeeze=False)
     first, last = protocol["early_epochs"]
-    for ax, (name, (history, _)) in zip(axes, runs.items()):
+    for ax, (name, history) in zip(axes[0], histories.items()):
         epochs = history.column("epoch")
         ax.plot(epochs, history.column("test_accuracy"), color="tab:blue", label="test set")
         ax.plot(epochs, history.column("holdout_accuracy"), color="tab:red", label="vertically flipped test set")
         ax.axvspan(first - 0.5, last + 0.5, color="0.9")
         ax.axvspan(epochs[-1] - protocol["late_epochs"] + 0.5, epochs[-1] + 0.5, color="0.9")
-        ax.set(title=f"{name} training", xlabel="epoch")
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend()
+        ax.set(title=f"{name} training (trial 0)", xlabel="epoch")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend()
     return fig
 
 
@@ -176,97 +214,132 @@ def plot_per_class(plain: np.ndarray, flipped: np.ndarray, class_names):
     ax.bar(pos - 0.2, plain, 0.4, label="test set")
     ax.bar(pos + 0.2, flipped, 0.4, label="vertically flipped")
     ax.set_xticks(pos, class_names, rotation=30)
-    ax.set(ylabel="accuracy", title="per-class accuracy, plain training")
+    ax.set(ylabel="accuracy", title="per-class accuracy, plain training (mean over trials)")
     ax.legend()
     return fig
 
 
-def test_vertical_flip_collapse(training_set, device, protocol, seed, claim, baseline):
-    x_train, y_train, x_test, y_test, curve, class_names = prepare(training_set, protocol, device, seed)
-    runs = {name: train_and_score(x_train, y_train, x_test, y_test, curve, protocol, device, seed, augmented)
-            for name, augmented in (("plain", False), ("original + flipped", True))}
-    (plain_history, plain), (aug_history, aug) = runs["plain"], runs["original + flipped"]
-    tag = f"Conv-4 width {protocol['width']}, CIFAR-10 n={len(x_train)}, {protocol['budget'].epochs} epochs"
-    claim.figure(plot_curves(runs, protocol), "accuracy_curves")
-    plain_per_class = per_class_accuracy(plain["plain"], y_test)
-    flipped_per_class = per_class_accuracy(plain["vertical"], y_test)
-    claim.figure(plot_per_class(plain_per_class, flipped_per_class, class_names), "per_class_accuracy")
-    for c, name in enumerate(class_names):
-        claim.record(f"{tag}: {name} accuracy, test → vertically flipped", flipped_per_class[c] - plain_per_class[c],
-                     unit="%", test=plain_per_class[c], flipped=flipped_per_class[c])
+def test_vertical_flip_collapse(training_set, device, scale, protocol, seed, claim, baseline):
+    """No control for claim 1 (a label-blind control lands *at* the chance edge, not decisively below
+    it) nor for claim 4 (under the horizontal flip, or for the augmented model, no class degrades
+    systematically, so any pair's rank is noise and its CI straddles any top-k: such a control
+    cannot fail decisively; the claim itself can fail, and does at smoke)."""
+    sizes = protocol["training_sets"][training_set]
+    x_train, y_train, x_test, y_test = data.prepare("cifar10", device=device, seed=seed, n_train=sizes["n_train"],
+                                                    train_size_required=sizes["required"])
+    x_train = x_train.contiguous(memory_format=torch.channels_last)
+    x_test = x_test.contiguous(memory_format=torch.channels_last)
+    curve = data.balanced_indices(y_test, min(protocol["curve_test_images"], len(y_test)), seed + 2)
+    class_names = data.SPECS["cifar10"].class_names
+    labels = stats.to_numpy(y_test)
+    T = protocol["trials"]
+    arms = ("plain", "original + flipped")
+    histories: dict[str, list] = {arm: [] for arm in arms}
+    hits: dict[str, dict[str, np.ndarray]] = {arm: {} for arm in arms}
+    for arm in arms:
+        per_trial = [train_trial(arm, x_train, y_train, x_test, y_test, curve, protocol, device, seed + 1000 * t,
+                                 curves=t < protocol["curve_trials"][arm]) for t in range(T)]
+        histories[arm] = [h for h, _ in per_trial if h is not None]
+        hits[arm] = {name: np.stack([h[name] for _, h in per_trial]) for name in per_trial[0][1]}  # (T, n)
+    plain, aug = hits["plain"], hits["original + flipped"]
+    n = len(labels)
+    tag = (f"Conv-4 width {protocol['width']}, CIFAR-10 n={len(x_train)}, {protocol['budget'].epochs} epochs, "
+           f"{T} trials")
 
-    # Claim 1: collapse, well above chance.
-    plain_acc, flipped_acc = stats.accuracy(plain["plain"]), stats.accuracy(plain["vertical"])
-    claim.record(f"{tag}: test accuracy", plain_acc, paper=PAPER["test"], unit="%")
-    claim.record(f"{tag}: vertically flipped test accuracy", flipped_acc, paper=PAPER["flipped_test"], unit="%")
-    _, chance_hi = stats.chance_interval(flipped_acc.n, 10, CHANCE_LEVEL)
-    drop = stats.difference_ci(plain["plain"], plain["vertical"], seed=seed)
-    aug_drop = stats.difference_ci(aug["plain"], aug["vertical"], seed=seed)
-    claim.check(f"{tag}: vertically flipped test set is well above chance", flipped_acc,
-                holds=flipped_acc.lo > chance_hi, threshold=f"lower CI > {100 * chance_hi:.1f} % (chance)",
-                paper=PAPER["flipped_test"], unit="%")
-    claim.check(f"{tag}: the vertical flip costs ≥ 20 points of test accuracy", drop,
-                holds=drop.value >= COLLAPSE_MIN, threshold="≥ 20 points",
-                paper=PAPER["test"] - PAPER["flipped_test"], unit="%")
-    claim.control(f"{tag}, trained on original + flipped: the vertical flip costs ≥ 20 points", aug_drop,
-                  holds=aug_drop.value >= COLLAPSE_MIN, threshold="≥ 20 points", unit="%")
-
-    # Claim 2: the flipped curve stalls after the early phase.
-    ratio, plain_gain, flipped_gain = late_gain_ratio(plain_history, protocol)
-    aug_ratio, aug_plain_gain, aug_flipped_gain = late_gain_ratio(aug_history, protocol)
-    window = f"epochs {protocol['early_epochs']} → last {protocol['late_epochs']}"
-    statement = f"{tag}: flipped accuracy's late gain is at most half the plain one's ({window})"
-    if protocol["assert_dynamics"]:
-        claim.check(statement, ratio, holds=ratio <= STALL_RATIO_MAX, threshold=f"≤ {STALL_RATIO_MAX}",
-                    paper="≈ 0 (Fig. 2)", plain_gain=plain_gain, flipped_gain=flipped_gain)
-        claim.control(f"{tag}, trained on original + flipped: flipped late gain ≤ half the plain one's",
-                      aug_ratio, holds=aug_ratio <= STALL_RATIO_MAX, threshold=f"≤ {STALL_RATIO_MAX}",
-                      plain_gain=aug_plain_gain, flipped_gain=aug_flipped_gain)
-    else:
-        claim.record(statement + " (asserted at full scale)", ratio, paper="≈ 0 (Fig. 2)",
-                     plain_gain=plain_gain, flipped_gain=flipped_gain, augmented_ratio=aug_ratio)
-
-    # Claim 4: training on original + flipped images closes the gap.
-    claim.check(f"{tag}, trained on original + flipped ({protocol['augmentation']}): flipped gap ≤ 5 points",
-                aug_drop, holds=aug_drop.value <= GAP_MAX_AUGMENTED, threshold="≤ 5 points",
-                paper="gap closed (Fig. 4)", unit="%", test=stats.accuracy(aug["plain"]).value)
-    claim.control(f"{tag}, plain training: flipped gap ≤ 5 points", drop, holds=drop.value <= GAP_MAX_AUGMENTED,
-                  threshold="≤ 5 points", unit="%")
-
-    # Claim 5: the horizontal flip, a symmetry of the data, is harmless.
-    hflip_loss = stats.difference_ci(plain["plain"], plain["horizontal"], seed=seed)
-    claim.check(f"{tag}: the horizontal flip costs ≤ 3 points", hflip_loss, holds=hflip_loss.value <= HFLIP_LOSS_MAX,
-                threshold="≤ 3 points", unit="%")
-    claim.control(f"{tag}: the vertical flip costs ≤ 3 points", drop, holds=drop.value <= HFLIP_LOSS_MAX,
-                  threshold="≤ 3 points", unit="%")
-
-    # Registered here, compared after the test body (a mismatch hides none of the claims below).
-    # Seed spread of this 30-epoch Conv-4 beyond test sampling: the baselines of two machines (the
-    # issue's and CI's) differ by up to 3.6 points on 10,000 images (binomial SE 0.5): ≈ 1 point.
-    seed_sd = 0.01
+    # Registered first, compared after the test body (a mismatch hides none of the claims below).
     baseline.check({
-        # Per-epoch curves follow the trajectory: a single epoch swings by tens of points (epoch 25 of the
-        # plain run: 47.7 % with 1 thread vs 29.6 % with 2), so they are compared on the same code path only.
-        **{f"{name}_{curve_name}": trajectory(history.column(column), "per-epoch accuracy curve of a Conv-4")
-           for name, (history, _) in (("plain", runs["plain"]), ("augmented", runs["original + flipped"]))
+        # Per-epoch curves follow the trajectory: a single epoch swings by tens of points across thread
+        # counts, so they are compared on the same code path only.
+        **{f"{name}_{curve_name}": trajectory(histories[arm][0].column(column),
+                                              "per-epoch accuracy curve of a Conv-4 (trial 0)")
+           for arm, name in (("plain", "plain"), ("original + flipped", "augmented")) if histories[arm]
            for curve_name, column in (("test_curve", "test_accuracy"), ("flipped_curve", "holdout_accuracy"))},
-        **{f"{name}_{transform}_accuracy": binomial(hits[transform].float().mean().item(), len(y_test),
-                                                    "test accuracy of a trained Conv-4", seed_sd=seed_sd)
-           for name, hits in (("plain", plain), ("augmented", aug)) for transform in hits},
+        # One number per trial: a trained Conv-4's test accuracy; the seed spread adds to the binomial SE.
+        **{f"{name}_{transform}_accuracy": binomial(arm_hits[transform].mean(axis=1), n,
+                                                    "test accuracy of a trained Conv-4, per trial", seed_sd=SEED_SD)
+           for name, arm_hits in (("plain", plain), ("augmented", aug)) for transform in arm_hits},
     })
 
-    # Claim 3 (last: the most seed-sensitive): airplane and frog degrade least.
-    named = [class_names.index(c) for c in PAPER["least_degraded"]]
-    top_k, level = protocol["top_k_least_degraded"], protocol["worse_rank_level"]
+    plain_acc = stats.trials_ci(plain["plain"], seed=seed)
+    flipped_acc = stats.trials_ci(plain["vertical"], seed=seed)
+    # Per-image differences of the same run: the bootstrap resamples trials and images, paired.
+    drop = stats.trials_ci(plain["plain"] - plain["vertical"], seed=seed)
+    aug_gap = stats.trials_ci(aug["plain"] - aug["vertical"], seed=seed)
+    hflip_loss = stats.trials_ci(plain["plain"] - plain["horizontal"], seed=seed)
 
-    def ranked(transform):
-        return stats.bootstrap_ci((plain["plain"], plain[transform], y_test),
-                                  lambda a, b, y: worse_rank(a, b, y, named), seed=seed, level=2 * level - 1)
+    # Claim 1: "not completely random".
+    _, chance_hi = stats.chance_interval(n, data.NUM_CLASSES, CHANCE_LEVEL)
+    claim.check(f"{tag}: the vertically flipped test accuracy is above chance (\"not completely random\")",
+                flipped_acc, at_least(chance_hi), paper=SEED_FLIPPED_ACCURACY, unit="%", trials=T,
+                chance_level=CHANCE_LEVEL)
 
-    rank, control_rank = ranked("vertical"), ranked("horizontal")
-    statement = f"airplane and frog both rank in the top {top_k} least-degraded classes (worse of their ranks)"
-    threshold = f"{100 * level:.0f} % bootstrap upper bound ≤ {top_k}"
-    claim.control(f"{tag}, horizontal flip: {statement}", control_rank, holds=control_rank.hi <= top_k,
-                  threshold=threshold)
-    claim.check(f"{tag}, vertical flip: {statement}", rank, holds=rank.hi <= top_k, threshold=threshold,
-                paper="airplane, frog (Fig. 3)", finding=protocol["per_class_not_reproduced"])
+    # Claim 2: the seed's numbers, where the protocol is the seed's.
+    seed_numbers = (("test accuracy", plain_acc, SEED_TEST_ACCURACY, plain["plain"]),
+                    ("vertically flipped test accuracy", flipped_acc, SEED_FLIPPED_ACCURACY, plain["vertical"]),
+                    ("accuracy lost to the vertical flip", drop, SEED_DROP, plain["plain"] - plain["vertical"]))
+    if training_set in protocol["seed_protocol"]:
+        for what, measured, paper, scores in seed_numbers:
+            claim.check(f"{tag}: {what} matches the seed's", measured, equivalent(SEED_NUMBER_MARGIN, paper),
+                        paper=paper, unit="%", trials=T, per_trial=scores.mean(axis=1))
+        claim.control(f"{tag}, trained on original + flipped: accuracy lost to the vertical flip matches the "
+                      "seed's", aug_gap, equivalent(SEED_NUMBER_MARGIN, SEED_DROP), paper=SEED_DROP, unit="%",
+                      trials=T)
+    else:
+        for what, measured, paper, scores in seed_numbers:
+            claim.record(f"{tag}: {what} (the seed's number is not decided at this protocol)", measured,
+                         paper=paper, unit="%", trials=T, per_trial=scores.mean(axis=1))
+
+    # Claim 5: training on original + flipped images closes the gap (two-sided: a flip-symmetric set).
+    closed = equivalent(AUG_GAP_MARGIN)
+    claim.check(f"{tag}, trained on original + flipped ({protocol['augmentation']}): test − flipped accuracy "
+                "≈ 0", aug_gap, closed, paper="gap alleviated (§2.2, Fig. 4; no number in the text)", unit="%",
+                trials=T, test_accuracy=aug["plain"].mean(axis=1), flipped_accuracy=aug["vertical"].mean(axis=1))
+    claim.control(f"{tag}, plain training: test − flipped accuracy ≈ 0", drop, closed, unit="%", trials=T)
+
+    # Method check: the horizontal flip, a near symmetry of CIFAR-10, costs nothing either way.
+    symmetric = equivalent(HFLIP_MARGIN)
+    claim.check(f"{tag}: method check (no seed claim): test − horizontally flipped accuracy ≈ 0", hflip_loss,
+                symmetric, unit="%", trials=T, per_trial=(plain["plain"] - plain["horizontal"]).mean(axis=1))
+    claim.control(f"{tag}: test − vertically flipped accuracy ≈ 0 (the horizontal flip's ±3 points)", drop,
+                  symmetric, unit="%", trials=T)
+
+    # Claim 3: the flipped curve stalls after the early phase.
+    stalls = at_most(STALL_RATIO_MAX)
+    window = f"epochs {protocol['early_epochs']} → last {protocol['late_epochs']}"
+    statement = f"{tag}: the flipped accuracy's late gain is at most half the plain one's ({window})"
+    ratios = {arm: [late_gain_ratio(h, protocol) for h in histories[arm]] for arm in arms}
+    if histories["plain"]:
+        claim.figure(plot_curves({arm: hs[0] for arm, hs in histories.items() if hs}, protocol), "accuracy_curves")
+    if protocol["assert_dynamics"]:
+        plain_ratio = stats.mean_ci([r for r, _, _ in ratios["plain"]])
+        aug_ratio = stats.mean_ci([r for r, _, _ in ratios["original + flipped"]])
+        claim.check(statement, plain_ratio, stalls, paper="≈ 0 (Fig. 2)", trials=len(ratios["plain"]),
+                    gains=[g[1:] for g in ratios["plain"]])
+        claim.control(f"{tag}, trained on original + flipped: the flipped accuracy's late gain is at most half "
+                      f"the plain one's ({window})", aug_ratio, stalls, trials=len(ratios["original + flipped"]),
+                      gains=[g[1:] for g in ratios["original + flipped"]])
+    else:
+        ratio, plain_gain, flipped_gain = ratios["plain"][0]
+        claim.record(statement + " (trial 0; asserted at full scale)", ratio, paper="≈ 0 (Fig. 2)", trials=1,
+                     plain_gain=plain_gain, flipped_gain=flipped_gain)
+
+    # Claim 4: airplane and frog degrade least (ranks of the trial-mean per-class drops).
+    plain_per_class, flipped_per_class = per_class(plain["plain"], labels), per_class(plain["vertical"], labels)
+    claim.figure(plot_per_class(plain_per_class, flipped_per_class, class_names), "per_class_accuracy")
+    class_drop = plain_per_class - flipped_per_class
+    class_rank = np.argsort(np.argsort(class_drop, kind="stable"), kind="stable") + 1
+    for c, name in enumerate(class_names):
+        claim.record(f"{tag}: {name} accuracy, test → vertically flipped", -class_drop[c], unit="%", trials=T,
+                     test=plain_per_class[c], flipped=flipped_per_class[c], rank_least_degraded=int(class_rank[c]))
+    named = [class_names.index(c) for c in LEAST_DEGRADED]
+    indicators = [np.broadcast_to((labels == c).astype(float), (T, n)) for c in range(data.NUM_CLASSES)]
+    per_image_drop = plain["plain"] - plain["vertical"]
+    # `trials_ci` resamples each arm's trials on its own: the classes' drops lose their common
+    # trial-to-trial shift (a more or less robust run), so this rank CI is wider than a bootstrap
+    # that resampled the same trials for every class (conservative: more often inconclusive).
+    rank = stats.trials_ci(*[per_image_drop * ind for ind in indicators], *indicators,
+                           statistic=worse_rank_statistic(named), seed=seed)
+    claim.check(f"{tag}, vertical flip: airplane and frog both rank in the top {TOP_K} least-degraded classes "
+                "(worse of their ranks by per-class accuracy drop)", rank, at_most(TOP_K),
+                paper="airplane, frog (§2.1.2, Fig. 3)", trials=T, finding=protocol["least_degraded_finding"],
+                ranks={name: int(class_rank[c]) for c, name in zip(named, LEAST_DEGRADED)})
