@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dlclaims import plan
+from dlclaims import plan, pytest_plugin
 
 pytest_plugins = ["pytester"]
 
@@ -171,7 +171,7 @@ def test_smoke_runs_on_cpu_ci_are_not_planned(project, monkeypatch):
 
 
 def test_an_unplanned_xdist_controller_imports_nothing(pytestconfig, monkeypatch):
-    plugin = plan.PlanPlugin(pytestconfig)
+    plugin = pytest_plugin.PlanPlugin(pytestconfig)
     if plugin.active:
         pytest.skip("this run is itself planned (--scale=full, --plan, --progress or --budget)")
     monkeypatch.setattr(plan, "entries_for_nodeids", lambda *a, **k: pytest.fail("controller imported modules"))

@@ -34,11 +34,8 @@ import re
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 TIERS = ("nightly", "paper")
 DEFAULT_BUDGET_S = 2 * 3600
@@ -280,123 +277,6 @@ def split_tiers(entries: list[Entry], tier: str) -> tuple[list[Entry], list[Entr
 def workers_of(config) -> int:
     n = getattr(config.option, "numprocesses", None)
     return int(n) if isinstance(n, int) and n > 0 else 1
-
-
-class PlanPlugin:
-    """Registered by dlclaims.pytest_plugin: tiers, --plan, --budget, --progress, --timeout-factor."""
-
-    def __init__(self, config):
-        self.config = config
-        self.scale = config.getoption("scale")
-        self.tier = config.getoption("dlclaims_tier")
-        budget = config.getoption("dlclaims_budget")
-        self.budget_s = DEFAULT_BUDGET_S if budget is None else budget
-        self.show_plan = config.getoption("dlclaims_plan")
-        self.progress = config.getoption("dlclaims_progress")
-        self.timeout_factor = config.getoption("dlclaims_timeout_factor")
-        self.gpu_gib = config.getoption("dlclaims_gpu_gib")
-        # Planned (costs looked up, the budget enforced) when asked for, and for every full-scale
-        # run (the nightly's): a smoke run on CPU CI pays nothing.
-        self.active = bool(self.show_plan or self.progress or budget is not None or self.scale == "full")
-        self.workers = workers_of(config)
-        self.costs: dict[str, Cost | None] = {}
-        self.checked = False
-        self.start = time.monotonic()
-        self.done_gpu_s = 0.0
-        self.finished = 0
-        self.planned = 0
-
-    def _terminal(self):
-        return self.config.pluginmanager.get_plugin("terminalreporter")
-
-    def _write(self, line: str) -> None:
-        terminal = self._terminal()
-        if terminal is not None:
-            terminal.write_line(line)
-        else:
-            print(line, flush=True)
-
-    def _plan(self, entries: list[Entry], other: list[Entry]) -> Plan:
-        return Plan(self.scale, self.workers, self.tier, self.budget_s, entries, other)
-
-    def _check(self, plan: Plan) -> None:
-        """Print the plan (--plan, then stop) or refuse an over-budget run; remember the costs."""
-        self.checked = True
-        self.costs = {e.nodeid: e.cost for e in plan.entries}
-        self.planned = len(plan.known)
-        if self.show_plan:
-            for line in plan.lines(self.gpu_gib):
-                self._write(line)
-        if plan.over_budget and plan.known:
-            raise pytest.UsageError(plan.refusal())
-
-    # Collection in this process (serial, --plan, or an xdist worker): tiers, costs on the items.
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, session, config, items):
-        keep, deselected, entries, other = [], [], [], []
-        for item in items:
-            entry = entry_for_item(item, self.scale)
-            if entry is None:
-                keep.append(item)
-                continue
-            tier = entry.cost.tier if entry.cost else "nightly"
-            if self.tier != "all" and tier != self.tier:
-                deselected.append(item)
-                other.append(entry)
-                continue
-            item._dlclaims_cost = entry.cost
-            keep.append(item)
-            entries.append(entry)
-        if deselected:
-            config.hook.pytest_deselected(items=deselected)
-            items[:] = keep
-        if self.active and not hasattr(config, "workerinput"):  # serial (or --plan); xdist's below
-            self._check(self._plan(entries, other))
-        if self.show_plan:  # printed: nothing runs
-            config.hook.pytest_deselected(items=list(items))
-            items[:] = []
-
-    def pytest_sessionfinish(self, session, exitstatus):
-        if self.show_plan and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
-            session.exitstatus = pytest.ExitCode.OK  # the plan was the point
-
-    # The xdist controller never collects: it plans from the first worker's collected ids (the
-    # paper tier is already deselected there, so its section comes from the other tier's lookup).
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node, ids):
-        if self.checked or not self.active:
-            return
-        entries = entries_for_nodeids(ids, self.config.rootpath, self.scale)
-        self._check(self._plan(entries, []))
-
-    def pytest_runtest_logstart(self, nodeid, location):
-        if not self.progress or device_of(nodeid) != PLANNED_DEVICE:
-            return
-        cost = self.costs.get(nodeid)
-        self._write(f"[dlclaims] {fmt(time.monotonic() - self.start)} start {nodeid} "
-                    f"(estimate {fmt(cost.gpu_s) if cost else '?'})")
-
-    def pytest_runtest_logreport(self, report):
-        """One line when a CUDA test ends (its call, or a setup that skipped or failed)."""
-        if not self.progress or device_of(report.nodeid) != PLANNED_DEVICE:
-            return
-        if not (report.when == "call" or (report.when == "setup" and not report.passed)):
-            return
-        cost = self.costs.get(report.nodeid)
-        self.finished += 1
-        self.done_gpu_s += cost.gpu_s if cost else 0.0
-        total = sum(c.gpu_s for c in self.costs.values() if c)
-        outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
-        self._write(f"[dlclaims] {fmt(time.monotonic() - self.start)} {outcome} {report.nodeid} in "
-                    f"{fmt(report.duration)} (estimate {fmt(cost.gpu_s) if cost else '?'}); {self.finished} "
-                    f"finished, ≈ {fmt(max(total - self.done_gpu_s, 0.0) / self.workers)} of estimated wall left")
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_call(self, item):
-        cost = getattr(item, "_dlclaims_cost", None)
-        limit = timeout_for(cost, self.timeout_factor)
-        with deadline(limit, item.nodeid, cost):
-            return (yield)
 
 
 def timeout_for(cost: Cost | None, factor: float) -> float | None:
