@@ -146,6 +146,27 @@ PROTOCOL = {
         "findings": {},  # none measured at this scale
     },
 }
+
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_cnn_vs_cntk[mnist]": {
+        "smoke": {"gpu_s": 90, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 2000, "peak_gib": 4, "measured_on": "estimate"},
+    },
+    "test_cnn_vs_cntk[fashion_mnist]": {
+        "full": {"gpu_s": 2000, "peak_gib": 4, "measured_on": "estimate"},
+    },
+    "test_cnn_vs_cntk[cifar10]": {
+        "smoke": {"gpu_s": 120, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 3000, "peak_gib": 5, "measured_on": "estimate"},
+    },
+    "test_cntk_gap_beats_cntk_v": {
+        "smoke": {"gpu_s": 30, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 1300, "peak_gib": 4, "measured_on": "estimate"},
+    },
+}
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
 

@@ -102,6 +102,36 @@ PROTOCOL = {
     },
 }
 
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_min_norm_design_rank": {
+        "smoke": {"gpu_s": 10, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 30, "peak_gib": 2, "measured_on": "estimate"},
+    },
+    "test_min_norm_gd_sgd_from_zero": {
+        "smoke": {"gpu_s": 20, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 90, "peak_gib": 1, "measured_on": "estimate"},
+    },
+    "test_min_norm_kernel_gd": {
+        "smoke": {"gpu_s": 20, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 90, "peak_gib": 1, "measured_on": "estimate"},
+    },
+    "test_marchenko_pastur_spectrum": {
+        "smoke": {"gpu_s": 10, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 30, "peak_gib": 1, "measured_on": "estimate"},
+    },
+    "test_double_descent_min_norm_risk": {
+        "smoke": {"gpu_s": 20, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 120, "peak_gib": 1, "measured_on": "estimate"},
+    },
+    "test_min_norm_seed003_mnist": {
+        "smoke": {"gpu_s": 20, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 120, "peak_gib": 2, "measured_on": "estimate"},
+    },
+}
+
 
 def _normal(size, seed: int, device) -> torch.Tensor:
     return torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=linear.DTYPE).to(device)

@@ -174,6 +174,37 @@ PROTOCOL = {
     },
 }
 
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_label_corruption_sweep": {
+        "smoke": {"gpu_s": 60, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 2200, "peak_gib": 3, "measured_on": "estimate"},
+    },
+    "test_randomized_images_are_memorized": {
+        "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 1800, "peak_gib": 3, "measured_on": "estimate"},
+    },
+    "test_explicit_regularizers_do_not_prevent_memorization": {
+        "smoke": {"gpu_s": 50, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 3600, "peak_gib": 3, "measured_on": "estimate", "tier": "paper"},
+    },
+    "test_early_stopping_beats_memorization_on_noisy_labels": {
+        "smoke": {"gpu_s": 30, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 1800, "peak_gib": 3, "measured_on": "estimate"},
+    },
+    "test_wide_cnn_memorizes_narrow_cnn_does_not[cifar10-500-8px]": {
+        "smoke": {"gpu_s": 20, "peak_gib": 1, "measured_on": "estimate"},
+    },
+    "test_wide_cnn_memorizes_narrow_cnn_does_not[cifar10-20k]": {
+        "full": {"gpu_s": 3900, "peak_gib": 4, "measured_on": "estimate"},
+    },
+    "test_wide_cnn_memorizes_narrow_cnn_does_not[cifar10-50k]": {
+        "full": {"gpu_s": 9000, "peak_gib": 6, "measured_on": "estimate", "tier": "paper"},
+    },
+}
+
 
 # ---------------------------------------------------------------- data and runs
 

@@ -69,6 +69,20 @@ PROTOCOL = {
         "trials": 3,
     },
 }
+
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_mlp_fits_random_labels[1x512]": {
+        "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 5400, "peak_gib": 2, "measured_on": "estimate"},
+    },
+    "test_mlp_fits_random_labels[3x512]": {
+        "smoke": {"gpu_s": 50, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 6300, "peak_gib": 2, "measured_on": "estimate", "tier": "paper"},
+    },
+}
 ARCHITECTURES = {"1x512": dict(depth=1, width=512), "3x512": dict(depth=3, width=512)}
 FULL_TRAIN_SIZE = {"mnist": 60000, "cifar10": 50000}
 

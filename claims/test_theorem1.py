@@ -37,6 +37,20 @@ PROTOCOL = {
         "mnist": {"n": 5000},
     },
 }
+
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_theorem1_gaussian_points": {
+        "smoke": {"gpu_s": 5, "peak_gib": 0.5, "measured_on": "estimate"},
+        "full": {"gpu_s": 20, "peak_gib": 2, "measured_on": "estimate"},
+    },
+    "test_theorem1_mnist_random_labels": {
+        "smoke": {"gpu_s": 5, "peak_gib": 0.5, "measured_on": "estimate"},
+        "full": {"gpu_s": 20, "peak_gib": 2, "measured_on": "estimate"},
+    },
+}
 UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2  # u = 2⁻⁵³: the network is built and evaluated in float64
 
 
