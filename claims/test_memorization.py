@@ -69,6 +69,7 @@ SEED_003 = "Assaraf 2021, HW0 §3 (seed 003): CNN of width c on CIFAR-10"
 # at least 99 %, as in claims/test_random_labels.py (Zhang's own 1×512 stopped at 99.34 % on random
 # CIFAR-10 labels); "not fitted" (early stopping, c = 4) is the complement.
 FITTED = 0.99
+NOT_MEMORISED = 0.5  # early stopping: at most half of the corrupted labels reproduced (our reading)
 # "by doing such augmentations alone we can force the generalization error of a model to jump up
 # considerably" (seed 002; the same sentence in seed 003 §3). The seeds give no number: we read
 # "considerably" as at least 10 points of accuracy added to the gap train − test accuracy; a null
@@ -584,7 +585,7 @@ def test_early_stopping_beats_memorization_on_noisy_labels(device, protocol, see
     test = (split.x_test, split.y_test)
     budget, trials, p = protocol["budget"], protocol["trials"], protocol["early_stopping_p"]
     make = mlp_factory(split, protocol)
-    finals, stopped, changed = [], [], []
+    finals, stopped, changed, changed_final = [], [], [], []
     for t in range(trials):
         run_seed = trial_seed(seed, t)
         labels, flipped = data.corrupt_labels(split.y_train, p, run_seed + 1)
@@ -599,6 +600,7 @@ def test_early_stopping_beats_memorization_on_noisy_labels(device, protocol, see
         finals.append(final)
         stopped.append(early)
         changed.append(float(early.train_hits[flipped].float().mean()))
+        changed_final.append(float(final.train_hits[flipped].float().mean()))
     finals, stopped = Arm(finals), Arm(stopped)
     best_epochs = [r.history.best_epoch for r in finals.runs]
     n_train, n_test = len(split.x_train), len(split.y_test)
@@ -614,14 +616,17 @@ def test_early_stopping_beats_memorization_on_noisy_labels(device, protocol, see
     })
     tag = (f"MLP 1×{protocol['mlp']['width']}, {n_train} images, p = {p:g}, {trials} trials, stopped at the best "
            f"held-out epoch ({best_epochs} of {finals.epochs})")
-    not_fitted = at_most(FITTED)
-    claim.check(f"{tag}: the noisy training labels are not fitted at the stopping point (train accuracy)",
-                stopped.train_ci(), not_fitted, paper=PAPER["early_stopping"], unit="%", trials=trials,
-                corrupted_labels_fitted=changed)
-    claim.control(f"{tag}: without early stopping the noisy labels are not fitted (final epoch's train accuracy)",
-                  finals.train_ci(), not_fitted, unit="%", trials=trials)
-    claim.record(f"{tag}: fraction of the corrupted training labels (those changed) the stopped model reproduces "
-                 "(a label-blind guess: 1/9)", stats.mean_ci(changed), unit="%", trials=trials)
+    # "Early stopping prevents training noisy labels": the quantity is the share of the CORRUPTED training
+    # labels the stopped model reproduces (its train accuracy mixes in the clean 1 − p). NOT_MEMORISED = 1/2
+    # is our reading of "prevents" (fits fewer than half of them; a label-blind model reproduces ≈ 1/9).
+    not_memorised = at_most(NOT_MEMORISED)
+    claim.check(f"{tag}: the noisy training labels are not fitted at the stopping point (share of the corrupted "
+                "labels reproduced; label-blind ≈ 1/9)", stats.mean_ci(changed), not_memorised,
+                paper=PAPER["early_stopping"], unit="%", trials=trials, train_accuracy=stopped.train_ci().value)
+    claim.control(f"{tag}: without early stopping the noisy labels are not fitted (share of the corrupted labels "
+                  "the final epoch reproduces)", stats.mean_ci(changed_final), not_memorised, unit="%", trials=trials)
+    claim.record(f"{tag}: train accuracy on the noisy labels at the stopping point", stopped.train_ci(), unit="%",
+                 trials=trials)
     claim.check(f"{tag}: the early-stopped model beats the memorising final epoch (test accuracy, stopped − final)",
                 stats.trials_ci(stopped.test_hits, finals.test_hits), at_least(0.0),
                 paper=PAPER["early_stopping_test"], unit="%", trials=trials, stopped=stopped.test_ci().value,
