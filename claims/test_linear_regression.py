@@ -34,7 +34,7 @@ import torch
 
 from dlclaims import data, linear, stats
 from dlclaims.baselines import conditioned, exact
-from dlclaims.verdict import at_least, at_most, between, equivalent, exactly
+from dlclaims.verdict import Finding, at_least, at_most, between, equivalent, exactly
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -85,7 +85,12 @@ PROTOCOL = {
         # 60 draws of the seed's setting; the control's 200 draws at n = 100 are what a Wilson interval needs
         # to exclude 97.5 % when every draw lies below the seed's number (200/(200 + 1.96²) > 0.975).
         "seed003": {"n": 500, "repeats": 60, "control_n": 100, "control_repeats": 200,
-                    "sgd_lr": 0.001, "sgd_penalty": 1e-4, "sgd_epochs": 5},
+                    "sgd_lr": 0.001, "sgd_penalty": 1e-4, "sgd_epochs": 5,
+                    # Measured 0.9997-0.9998 at seed offsets 0-4 (range widened to [0.99, 1.01]).
+                    "sgd_finding": Finding(0.99, 1.01, "the seed's SGD (L2 penalty 1e-4, η = 0.001, 5 epochs) stays "
+                                           "at relative distance 0.9997-0.9998 from X⁺y at offsets 0-4: with "
+                                           "κ(XᵀX) on the row space in the thousands, its slowest modes barely "
+                                           "move in 2,500 steps, and the penalty pulls toward ridge, not X⁺y")},
     },
     "full": {  # minutes on a CPU
         "rank": {"gaussian_shapes": [(100, 10000), (10000, 100), (1000, 1000)], "relu_features": (500, 5000),
@@ -98,7 +103,8 @@ PROTOCOL = {
         "double_descent": {"n": 100, "p_grid": [20, 50, 70, 80, 120, 130, 150, 200, 300, 400], "repeats": 1000,
                            "signal": 1.0, "noise": 0.5},
         "seed003": {"n": 500, "repeats": 300, "control_n": 100, "control_repeats": 300,
-                    "sgd_lr": 0.001, "sgd_penalty": 1e-4, "sgd_epochs": 20},
+                    "sgd_lr": 0.001, "sgd_penalty": 1e-4, "sgd_epochs": 20,
+                    "sgd_finding": None},  # not measured at full scale
     },
 }
 
@@ -512,10 +518,15 @@ def test_min_norm_seed003_mnist(device, protocol, seed, claim, baseline):
     w = linear.least_squares_descent(x, y, lr=spec["sgd_lr"], epochs=spec["sgd_epochs"], batch_size=1,
                                      penalty=spec["sgd_penalty"], seed=seed)
     train_mse, distance = linear.mse(x, w, y), linear.relative_distance(w, w_min)
-    claim.control(f"{setting}: the seed's SGD (η = {spec['sgd_lr']:g}, w₀ = 0, L2 penalty {spec['sgd_penalty']:g}, "
-                  f"{spec['sgd_epochs']} epochs) reaches X⁺y", distance, at_most(CONVERGED),
-                  paper="training error 'not explicitly zero', ‖w‖ ≈ 1", train_mse=train_mse,
-                  norm=float(w.norm()), min_norm=float(w_min.norm()), test_mse=linear.mse(x_test, w, y_test))
+    # Seed 003 §4: "Our algorithm converges towards a solution, and it is expected to be the solution (amongst
+    # all the solutions) that has minimal norm" — said of its own SGD, which carries SGDRegressor's L2 penalty
+    # and stops short (its training error "was not explicitly zero"). Asserted in the seed's own setting; it
+    # does not reproduce there (a registered finding), while plain GD/SGD from zero does (test above).
+    claim.check(f"{setting}: the seed's SGD (η = {spec['sgd_lr']:g}, w₀ = 0, L2 penalty {spec['sgd_penalty']:g}, "
+                f"{spec['sgd_epochs']} epochs) reaches X⁺y (‖w − X⁺y‖/‖X⁺y‖)", distance, at_most(CONVERGED),
+                paper="'expected to be the solution … that has minimal norm'; training error 'not explicitly zero'",
+                finding=spec["sgd_finding"], train_mse=train_mse, norm=float(w.norm()), min_norm=float(w_min.norm()),
+                test_mse=linear.mse(x_test, w, y_test))
     claim.record(f"{setting}: train MSE of the seed's SGD", train_mse, paper="not explicitly zero")
     claim.record(f"{setting}: condition number of XᵀX on the row space (σ_max²/σ_min²); "
                  "SGD's slowest mode needs ~1/(η λ_min) steps", kappa, paper="'decent'",
