@@ -3,29 +3,45 @@ correction" (arXiv 2001.04413): WRN-L-10 nets with every group trained ("Full") 
 group fixed at its random initialisation ("BFC-4"), and the finite-width NTK of the same nets,
 on 400 training images of MNIST, Fashion-MNIST and CIFAR-10.
 
-Claims:
-1. BFC-4 ≈ Full: |acc_Full − acc_BFC4| is within the resolution of the evaluation in every
-   (N, K) cell (seed: differences up to 10 points on 40 validation images; the paper: within
-   ±0.3 % on full data). Control: the head-only net (all three groups frozen) is not ≈ Full.
-2. Depth helps: Full at N = 3 ≥ Full at N = 1 (mean over K and trials) on ≥ 2 of 3 datasets.
-3. The finite-width NTK is far worse than the trained nets (seed: 2.5–17.5 %, at or below
-   chance): ≥ 10 points below Full on every dataset. Control: a second Full initialisation.
-   (Not reproduced at smoke scale: the NTK is only a few points below Full; a known finding.)
-4. Freezing matters at all: head-only is ≥ 5 points below Full on CIFAR-10 (so claim 1's
-   assertion can fail). Recorded beside it: layer-wise training (group 1 trained first with
-   the rest frozen, then frozen while the rest trains), i.e. BFC-4 whose first group did
-   learn, but was never corrected backward.
+Claims (seed 001, "Results for Paper 2"):
+1. BFC-4 ≈ Full. "the performance of the WRN-L-10 networks with full backward feature correction
+   versus partial backward feature correction (keeping first group fixed) does not provide
+   evidence about whether an extra backward feature correction between one pair of groups in the
+   network necessarily results in higher accuracy. Even in the original paper, that trained the
+   networks on the entire datasets, the differences in the performance of the Full and BFC-4
+   versions were within ±0.3% of each other". An equivalence claim (TOST: the whole CI of
+   Full − BFC-4 inside ±margin) with the seed's own margin at its own 400-image protocol: the mean
+   |Full − BFC-4| of its Table 3 on that dataset (2.1 points MNIST, 5.0 Fashion-MNIST, 2.9
+   CIFAR-10; `equivalence_margin`). The paper's ±0.3 % is for the entire datasets, a protocol no
+   scale here runs; it is quoted beside each cell.
+   Control: the same WRNs untrained (the trials' inits) are decisively outside the margin.
+   Protocol check (not a seed claim): Full − head-only (all three groups frozen, only the
+   classifier trained) ≥ the margin, so that a `freeze` that froze nothing (BFC-4 = Full) could
+   not pass claim 1 unseen. On CIFAR-10 at smoke scale head-only is only ~6 points below Full and
+   this check is mostly inconclusive (which is why it is not claim 1's control).
+2. Depth helps. "the accuracy of all the networks did increase with the depth (number of blocks)":
+   Full at N = 3 − Full at N = 1 ≥ 0 (pooled over K) on every dataset (full scale; smoke has no
+   N = 3). Control: the N = 3 nets stopped after one epoch.
+3. The finite-width NTK is far worse than the trained nets. "the performance of NTKs compared with
+   the networks drops drastically"; Table 3: NTK 2.5–17.5 %, Full − NTK ≥ 15 points in every cell.
+   Claim: Full − NTK ≥ the seed's smallest Full − NTK on that dataset (`ntk_gap`). Control: BFC-4,
+   a trained net from the same inits, is not that far below Full. Not reproduced at smoke scale
+   (the exact kernel regression on the empirical NTK is about as good as the trained net): a
+   registered finding.
+Recorded: each variant's accuracy beside the seed's, the mean |Full − BFC-4| over the cells (the
+seed's summary number), layer-wise training (group 1 trained first with the rest frozen, then
+frozen while the rest trains: BFC-4 whose first group did learn, but was never corrected
+backward; full scale only).
 
 Models: `dlclaims.models.wrn.WideResNet` (WRN-(6N+4)-K; see its docstring for the widths);
 NTK: `dlclaims.finite_ntk.ntk_regression` (kernel regression on the eval-mode empirical NTK
 at init — the linearized network trained to convergence on the squared loss).
-Claims 1, 3 and 4 share one set of trained nets per dataset (`test_bfc4_matches_full`), as the
-seed's Table 3 has one row per cell with Full, BFC-4 and NTK columns; trial t of every variant
-and the NTK of init t start from the same initial weights.
-Accuracies are on ≥ 1,000 held-out test images, not the seed's 40. Like the seed's Table 3, every
-cell's accuracy is the mean over `trials` trained nets (inits and data orders; same training
-images); its interval, and that of a difference of two such means, is a paired bootstrap over
-test images of the per-image mean-over-trials correctness.
+All claims of a dataset share one set of trained nets (`test_bfc4_matches_full`), as the seed's
+Table 3 has one row per cell with Full, BFC-4 and NTK columns; trial t of every variant and the
+NTK of init t start from the same initial weights (seed + 1000·t + 10·N + K).
+Accuracies are on ≥ 1,000 held-out test images, not the seed's 40. Every interval is the
+hierarchical bootstrap over the trials and the test images (`stats.trials_ci`), so it carries
+run-to-run variance as well as test-image sampling.
 """
 
 import dataclasses
@@ -42,6 +58,7 @@ from dlclaims import data, stats, train  # noqa: E402
 from dlclaims.baselines import binomial  # noqa: E402
 from dlclaims.finite_ntk import ntk_regression  # noqa: E402
 from dlclaims.models.wrn import WideResNet  # noqa: E402
+from dlclaims.verdict import Finding, at_least, equivalent  # noqa: E402
 
 SOURCE = "Ray 2022 (seed 001), Table 3, reviewing Allen-Zhu & Li 2020 (arXiv 2001.04413)"
 
@@ -55,38 +72,62 @@ SEED_TABLE3 = {
     "cifar10": {(1, 1): (0.325, 0.350, 0.125), (1, 2): (0.300, 0.350, 0.150), (2, 1): (0.350, 0.350, 0.075),
                 (2, 2): (0.325, 0.325, 0.075), (3, 1): (0.350, 0.400, 0.100), (3, 2): (0.350, 0.400, 0.100)},
 }
-PAPER_FULL_VS_BFC = "within ±0.3 % (Allen-Zhu & Li, full data)"
+PAPER_FULL_VS_BFC = "within ±0.3 % (Allen-Zhu & Li, entire datasets; quoted by seed 001)"
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
-# Units: images; epochs = passes over the 400 training images; lr per SGD step; gaps in
-# accuracy fractions (0.03 = 3 points). Cells are (N blocks per group, K width factor).
+
+def equivalence_margin(name: str) -> float:
+    """Claim 1's margin: the seed's own mean |Full − BFC-4| over its Table 3 cells on this dataset
+    (MNIST 0.0208, Fashion-MNIST 0.050, CIFAR-10 0.0292), i.e. Full and BFC-4 differ by no more
+    than the differences the seed read as "no evidence" of one being better, at its own 400-image
+    protocol."""
+    return float(np.mean([abs(full - bfc) for full, bfc, _ in SEED_TABLE3[name].values()]))
+
+
+def ntk_gap(name: str) -> float:
+    """Claim 3's threshold: the seed's smallest Full − NTK over its Table 3 cells on this dataset
+    (MNIST 0.625, Fashion-MNIST 0.55, CIFAR-10 0.15)."""
+    return float(min(full - ntk for full, _, ntk in SEED_TABLE3[name].values()))
+
+
+# Units: images; epochs = passes over the 400 training images; lr per SGD step. Cells are
+# (N blocks per group, K width factor). Findings are in accuracy fractions.
 PROTOCOL = {
-    "smoke": {  # ≈ 3.5 single-thread CPU minutes in all: N = 1, K = 1 only, downsampled images
+    "smoke": {  # N = 1, K = 1 only, downsampled images; one CPU thread
         "datasets": {"mnist": 14, "cifar10": 16},  # side of the (area-downsampled) images
         "n_train": 400,
         "n_test": 1000,
         "cells": ((1, 1),),
-        "trials": 3,  # trained nets averaged per cell, as in the seed
-        "head_only_cells": ((1, 1),),  # control: all groups frozen
+        "trials": 3,  # trained nets per variant and cell, as in the seed ("an average of 3 trials")
+        # Protocol check Full − head-only ≥ margin. Not claim 1's control: on CIFAR-10 at this size
+        # head-only is only 5.3-8.0 points below Full (CI lows 1.8-5.2 at offsets 0-4), not
+        # decisively beyond ±2.9; on MNIST 33.7-40.0 points. The control is the untrained WRN.
+        "head_only_cells": ((1, 1),),
         "layerwise_cells": (),  # recorded at full scale only (two more trainings per cell)
         "ntk_cells": ((1, 1),),
-        "ntk_trials": 1,  # inits per NTK cell (the claim is a finding at this scale)
+        "ntk_trials": 1,  # inits per NTK cell (≈ 25 s each on one CPU thread; claim 3 is a finding here)
         "depth_cells": None,  # the smoke grid has no N = 3: claim 2 is asserted at full scale
         "budget": train.TrainConfig(epochs=40, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9),
-        "equivalence_gap": 0.03,
-        "ntk_gap": 0.10,
-        "head_only_gap": 0.05,
-        # Measured with 3 trials at seed offsets 0-4 (paired-bootstrap CI over 1,000 test images):
+        # Measured with 3 trials (NTK: 1 init) at seed offsets 0-4; value [95 % CI] in points.
         "findings": {
-            "mnist equivalence": "smoke (WRN-10-1, MNIST 14 px, 400 images, 3 trials): freezing group 1 "
-                                 "costs 2.0-4.8 points (offsets 0-4: +1.97, +4.83, +3.33, +2.87, +4.13), "
-                                 "around the 3-point bound; paper ±0.3 % on full data",
-            "cifar10 head-only": "smoke (CIFAR-10 16 px): head-only is 4.8-7.9 points below Full "
-                                 "(offset 3: 4.83 [2.47, 7.13]), around the 5-point bound",
-            "ntk": "smoke: kernel regression on the empirical NTK of the WRN at init is about as good as "
-                   "the trained net: Full − NTK is −1.7 to +2.6 points on MNIST (NTK 86-90 %) and −3.4 to "
-                   "+5.7 on CIFAR-10 (NTK 28-30 %) at seed offsets 0-4, not ≥ 10 points as the seed's "
-                   "2.5-17.5 % (chance level) suggests",
+            "mnist equivalence": Finding(
+                0.005, 0.085,
+                "smoke (WRN-10-1, MNIST 14 px, 400 images, 3 trials): freezing group 1 costs Full − BFC-4 = "
+                "4.5 [1.6, 7.5], 4.1 [2.2, 6.0], 5.4 [3.6, 7.2], 3.6 [1.7, 5.4], 4.0 [1.7, 6.5] points at offsets "
+                "0-4 (Full 87.6-91.2 %, BFC-4 84.0-86.8 %): inconclusive at 0, 3, 4 and outside the seed's "
+                "±2.1 at 1, 2; range 3.6-5.4 widened by 3 points (the CI half-width)"),
+            "mnist ntk": Finding(
+                -0.03, 0.065,
+                "smoke: kernel regression on the empirical NTK of the WRN-10-1 at init (MNIST 14 px) is about as "
+                "good as the trained net: Full − NTK = 2.9 [0.4, 5.6], 1.2 [-0.7, 3.1], 1.2 [-0.5, 3.0], "
+                "0.3 [-1.7, 2.2], 3.3 [1.0, 5.6] points at offsets 0-4 (NTK 86.2-89.7 %), not ≥ 62.5 as the "
+                "seed's NTK at 2.5-17.5 % (at or below chance) gives; range 0.3-3.3 widened by 3 points"),
+            "cifar10 ntk": Finding(
+                -0.05, 0.05,
+                "smoke: kernel regression on the empirical NTK of the WRN-10-1 at init (CIFAR-10 16 px) is as "
+                "good as the trained net: Full − NTK = 1.4 [-2.0, 4.5], -1.7 [-4.8, 1.4], -0.1 [-3.6, 3.4], "
+                "0.7 [-2.6, 3.8], -0.8 [-4.1, 2.3] points at offsets 0-4 (NTK 27.8-30.3 %, Full 28.2-29.4 %), "
+                "not ≥ 15 (the seed's smallest gap); range -1.7-1.4 widened by 3.3 points"),
         },
     },
     "full": {  # the seed's whole grid (GPU): 3 datasets × N 1..3 × K 1, 2 × 3 trials, native sizes
@@ -102,9 +143,7 @@ PROTOCOL = {
         "depth_cells": ((1, 1), (1, 2), (3, 1), (3, 2)),
         # The seed: SGD lr 0.1, momentum 0.9, "till full training accuracy"; batch size unstated.
         "budget": train.TrainConfig(epochs=200, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9),
-        "equivalence_gap": 0.03,
-        "ntk_gap": 0.10,
-        "head_only_gap": 0.05,
+        "findings": {},  # not measured at this scale
     },
 }
 FROZEN_GROUPS = {"Full": (), "BFC-4": (1,), "head-only": (1, 2, 3)}
@@ -143,32 +182,34 @@ def train_variant(variant: str, cell, split, protocol, seed: int, device) -> tor
     return train.evaluate(model, x_test, y_test)[2]
 
 
+def untrained_hits(cell, split, protocol, seed, device) -> torch.Tensor:
+    """Test hits of the WRN of trial t at its initialisation (claim 1's control)."""
+    x_train, _, x_test, y_test = split
+    return train.evaluate(new_wrn(cell, x_train, seed, device), x_test, y_test)[2]
+
+
 def hits_over_trials(variant, cell, split, protocol, seed, device) -> np.ndarray:
     """Test hits, trials × test images; trial t of every variant starts from the same init."""
+    if variant == "untrained":
+        return np.stack([stats.to_numpy(untrained_hits(cell, split, protocol, cell_seed(seed, cell, t), device),
+                                        float) for t in range(protocol["trials"])])
     return np.stack([stats.to_numpy(train_variant(variant, cell, split, protocol, cell_seed(seed, cell, t), device),
-                                    bool) for t in range(protocol["trials"])])
+                                    float) for t in range(protocol["trials"])])
 
 
 def ntk_hits(cell, split, protocol, seed, device) -> np.ndarray:
+    """Test hits of kernel regression on the empirical NTK of init t, ntk_trials × test images."""
     x_train, y_train, x_test, y_test = split
     hits = []
     for t in range(protocol["ntk_trials"]):
         model = new_wrn(cell, x_train, cell_seed(seed, cell, t), device)
-        hits.append(stats.to_numpy(ntk_regression(model, x_train, y_train, x_test) == y_test, bool))
+        hits.append(stats.to_numpy(ntk_regression(model, x_train, y_train, x_test) == y_test, float))
     return np.stack(hits)
 
 
-def mean_accuracy(hits: np.ndarray, seed: int) -> stats.Estimate:
-    """Mean accuracy over trials, with a bootstrap interval over test images."""
-    return stats.bootstrap_ci(hits.mean(axis=0), seed=seed)
-
-
-def mean_difference(a_hits: np.ndarray | list, b_hits: np.ndarray | list, seed: int) -> stats.Estimate:
-    """Mean-over-trials accuracy of a − that of b: paired bootstrap over test images of the
-    per-image fraction of trials that got it right (several cells: their images pooled)."""
-    def per_image(hits):
-        return np.concatenate([h.mean(axis=0) for h in (hits if isinstance(hits, list) else [hits])])
-    return stats.difference_ci(per_image(a_hits), per_image(b_hits), seed=seed)
+def pooled(hits_by_cell: list[np.ndarray]) -> np.ndarray:
+    """Several cells' (trials, n) hits side by side: (trials, cells · n), the images pooled."""
+    return np.concatenate(hits_by_cell, axis=1)
 
 
 def cell_name(cell) -> str:
@@ -177,8 +218,8 @@ def cell_name(cell) -> str:
 
 
 def bar_figure(name: str, results: dict, cells, protocol, seed: int) -> plt.Figure:
-    """Grouped bars per (N, K) like the seed's Figures 2–4, with 95 % bootstrap intervals and the
-    seed's Table 3 values as markers."""
+    """Grouped bars per (N, K) like the seed's Figures 2–4, with 95 % hierarchical-bootstrap
+    intervals and the seed's Table 3 values as markers."""
     variants = [v for v in ("Full", "BFC-4", "head-only", "layer-wise", "NTK") if any(
         (v, c) in results for c in cells)]
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(cells), 3.4))
@@ -187,7 +228,7 @@ def bar_figure(name: str, results: dict, cells, protocol, seed: int) -> plt.Figu
         for j, cell in enumerate(cells):
             if (variant, cell) not in results:
                 continue
-            est = mean_accuracy(results[variant, cell], seed)
+            est = stats.trials_ci(results[variant, cell], seed=seed)
             x = j + (i - (len(variants) - 1) / 2) * width
             ax.bar(x, 100 * est.value, width, color=f"C{i}", label=variant if j == 0 else None)
             ax.errorbar(x, 100 * est.value, yerr=[[100 * (est.value - est.lo)], [100 * (est.hi - est.value)]],
@@ -203,18 +244,15 @@ def bar_figure(name: str, results: dict, cells, protocol, seed: int) -> plt.Figu
     return fig
 
 
-def diff_points(estimate: stats.Estimate) -> str:
-    return f"{100 * estimate.value:+.1f} pts [{100 * estimate.lo:+.1f}, {100 * estimate.hi:+.1f}]"
-
-
 @pytest.mark.parametrize("name", DATASETS)
 def test_bfc4_matches_full(name, device, protocol, seed, claim, baseline):
-    """Claims 1, 3 and 4 with their controls; claim 2 and layer-wise training recorded."""
+    """Claims 1 and 3 with their controls, the head-only protocol check; layer-wise training recorded."""
     split = prepare(name, protocol, device, seed)
-    gap = protocol["equivalence_gap"]
+    trials = protocol["trials"]
+    findings = protocol["findings"]
     results, numbers = {}, {}
     for cell in protocol["cells"]:
-        for variant in ("Full", "BFC-4"):
+        for variant in ("Full", "BFC-4", "untrained"):
             results[variant, cell] = hits_over_trials(variant, cell, split, protocol, seed, device)
         for variant, cells in (("head-only", protocol["head_only_cells"]), ("layer-wise", protocol["layerwise_cells"])):
             if cell in cells:
@@ -223,116 +261,104 @@ def test_bfc4_matches_full(name, device, protocol, seed, claim, baseline):
         results["NTK", cell] = ntk_hits(cell, split, protocol, seed, device)
     for (variant, (n, k)), hits in results.items():
         # Mean over trials of a trained network's (or its NTK's) accuracy on the same test images.
-        numbers[f"{variant}_N{n}_K{k}"] = binomial(float(hits.mean()), hits.shape[-1],
-                                                   "test accuracy of trained WRNs / their finite NTK")
+        numbers[f"{variant}_N{n}_K{k}"] = binomial(
+            float(hits.mean()), hits.shape[-1],
+            "test accuracy of WRNs (trained, untrained or their finite NTK; mean of trials)")
     # Registered here, compared after the test body (a mismatch hides none of the claims below).
     baseline.check(numbers)
 
-    def differences(variant, cells):
-        return {cell: mean_difference(results["Full", cell], results[variant, cell], seed) for cell in cells}
+    def difference(variant, cells):
+        """Full − variant, pooled over `cells`, hierarchical bootstrap over trials and test images."""
+        return stats.trials_ci(pooled([results["Full", c] for c in cells]),
+                               pooled([results[variant, c] for c in cells]), seed=seed)
 
-    bfc = differences("BFC-4", protocol["cells"])
-    for cell in bfc:
+    for cell in protocol["cells"]:
         paper_full, paper_bfc, _ = SEED_TABLE3[name][cell]
-        claim.record(f"{name} {cell_name(cell)}: Full accuracy", mean_accuracy(results["Full", cell], seed),
-                     paper=paper_full, unit="%")
-        claim.record(f"{name} {cell_name(cell)}: BFC-4 accuracy", mean_accuracy(results["BFC-4", cell], seed),
-                     paper=paper_bfc, unit="%")
-    for cell, diff in differences("layer-wise", protocol["layerwise_cells"]).items():
-        claim.record(f"{name} {cell_name(cell)}: Full − layer-wise (group 1 trained first, then fixed)", diff,
-                     unit="%", accuracy=float(results["layer-wise", cell].mean()))
+        for variant, paper in (("Full", paper_full), ("BFC-4", paper_bfc)):
+            claim.record(f"{name} {cell_name(cell)}: {variant} accuracy", stats.trials_ci(results[variant, cell],
+                                                                                         seed=seed),
+                         paper=paper, unit="%", trials=trials)
+    for cell in protocol["layerwise_cells"]:
+        claim.record(f"{name} {cell_name(cell)}: Full − layer-wise (group 1 trained first, then fixed)",
+                     difference("layer-wise", [cell]), unit="%", trials=trials,
+                     accuracy=float(results["layer-wise", cell].mean()))
+    claim.figure(bar_figure(name, results, protocol["cells"], protocol, seed), f"{name}_full_vs_bfc4")
 
-    mean_gap = float(np.mean([abs(d.value) for d in bfc.values()]))
-    seed_gap = float(np.mean([abs(f - b) for f, b, _ in SEED_TABLE3[name].values()]))
-    head_only = differences("head-only", protocol["head_only_cells"])
-    head_only_gap = float(np.mean([abs(d.value) for d in head_only.values()]))
-    claim.control(f"{name}: head-only (all groups frozen) ≈ Full: mean |Full − head-only| over "
-                  f"{len(head_only)} cell(s)", head_only_gap, holds=head_only_gap <= gap,
-                  threshold=f"≤ {100 * gap:.0f} pts", unit="%",
-                  per_cell={cell_name(c): diff_points(d) for c, d in head_only.items()})
-
-    if name == "cifar10":
-        pooled = mean_difference([results["Full", c] for c in head_only], [results["head-only", c] for c in head_only],
-                                 seed)
-        need = protocol["head_only_gap"]
-        bfc_deficit = float(np.mean([d.value for d in bfc.values()]))
-        claim.control(f"{name}: BFC-4 (group 1 frozen) is ≥ {100 * need:.0f} points below Full (mean over cells)",
-                      bfc_deficit, holds=bfc_deficit >= need, threshold=f"≥ {100 * need:.0f} pts", unit="%")
-        claim.check(f"{name}: head-only (all groups frozen) is ≥ {100 * need:.0f} points below Full", pooled,
-                    holds=pooled.value >= need, threshold=f"≥ {100 * need:.0f} pts", unit="%",
-                    finding=protocol.get("findings", {}).get(f"{name} head-only"))
-
+    # Claim 3: the finite NTK is far below Full; control: BFC-4 (trained, same inits) is not.
     check_finite_ntk(name, results, protocol, seed, claim)
 
-    by_depth = {}
-    for n, k in protocol["cells"]:
-        by_depth.setdefault(n, []).append(results["Full", (n, k)].mean())
-    for n, accs in sorted(by_depth.items()):
-        seed_mean = float(np.mean([v[0] for (sn, _), v in SEED_TABLE3[name].items() if sn == n]))
-        claim.record(f"{name}: Full accuracy at N={n} (mean over K and trials)", float(np.mean(accs)),
-                     paper=seed_mean, unit="%")
-    claim.figure(bar_figure(name, results, protocol["cells"], protocol, seed), f"{name}_full_vs_bfc4")
-    # Claim 1 last, so that a cell that fails it leaves every other number in the report.
-    finding = protocol.get("findings", {}).get(f"{name} equivalence")
+    # Claim 1: Full ≈ BFC-4 in every cell (TOST at the seed's own margin). Control: the same WRNs
+    # untrained. Protocol check: freezing every group (head-only) is detected, i.e. it is more than
+    # the margin below Full, so that a broken `freeze` (BFC-4 = Full) cannot pass claim 1 unseen.
+    margin = equivalence_margin(name)
+    same = equivalent(margin)
+    bfc = {cell: difference("BFC-4", [cell]) for cell in protocol["cells"]}
+    seed_gap = float(np.mean([abs(f - b) for f, b, _ in SEED_TABLE3[name].values()]))
+    claim.record(f"{name}: mean |Full − BFC-4| over {len(bfc)} cell(s) (the seed's summary number)",
+                 float(np.mean([abs(d.value) for d in bfc.values()])), paper=seed_gap, unit="%", trials=trials,
+                 per_cell={cell_name(c): d.value for c, d in bfc.items()})
+    for cell in protocol["cells"]:
+        claim.control(f"{name} {cell_name(cell)}: Full − the same WRNs untrained (inits of the trials) ≈ 0",
+                      difference("untrained", [cell]), same, unit="%", trials=trials,
+                      untrained_accuracy=float(results["untrained", cell].mean()))
+    for cell in protocol["head_only_cells"]:
+        claim.check(f"{name} {cell_name(cell)}: Full − head-only (all groups frozen, classifier trained) is beyond "
+                    "the equivalence margin (protocol check, not a seed claim)", difference("head-only", [cell]),
+                    at_least(margin), unit="%", trials=trials, finding=findings.get(f"{name} head-only"),
+                    head_only_accuracy=float(results["head-only", cell].mean()))
     for cell, diff in bfc.items():
         paper_full, paper_bfc, _ = SEED_TABLE3[name][cell]
-        claim.check(f"{name} {cell_name(cell)}: Full − BFC-4 is within {100 * gap:.0f} points "
-                    f"(mean of {protocol['trials']} trials; paired-bootstrap CI over test images)", diff,
-                    holds=diff.lo <= gap and diff.hi >= -gap,
-                    threshold=f"CI meets [−{100 * gap:.0f}, +{100 * gap:.0f}] pts", paper=paper_full - paper_bfc,
-                    unit="%", finding=finding)
-    claim.check(f"{name}: mean |Full − BFC-4| over {len(bfc)} cell(s)", mean_gap, holds=mean_gap <= gap,
-                threshold=f"≤ {100 * gap:.0f} pts", paper=f"{100 * seed_gap:.1f} pts (seed, 40 images); "
-                f"{PAPER_FULL_VS_BFC}", unit="%", finding=finding)
+        claim.check(f"{name} {cell_name(cell)}: Full − BFC-4 (group 1 fixed at init) ≈ 0", diff, same,
+                    paper=paper_full - paper_bfc, unit="%", trials=trials,
+                    finding=findings.get(f"{name} equivalence"), paper_full_data=PAPER_FULL_VS_BFC)
 
 
 def check_finite_ntk(name, results, protocol, seed, claim) -> None:
-    """Claim 3: the finite-width NTK (linearized WRN at init) is ≥ 10 points below Full.
+    """Claim 3: Full − finite NTK (linearized WRN at init, trained to convergence) ≥ `ntk_gap`.
 
-    Control: a second Full init (trial 1 against trial 0) is not that far below Full.
+    Control: Full − BFC-4 (a trained net from the same inits) under the same region.
     """
-    need = protocol["ntk_gap"]
+    need = at_least(ntk_gap(name))
     cells = protocol["ntk_cells"]
+    ntk_trials = protocol["ntk_trials"]
     for cell in cells:
         paper_full, _, paper_ntk = SEED_TABLE3[name][cell]
-        claim.record(f"{name} {cell_name(cell)}: finite-NTK accuracy", mean_accuracy(results["NTK", cell], seed),
-                     paper=paper_ntk, unit="%", full_accuracy=float(results["Full", cell].mean()),
-                     seed_full=paper_full)
-    first_full = results["Full", cells[0]]
-    control = stats.difference_ci(first_full[0], first_full[1], seed=seed)
-    claim.control(f"{name} {cell_name(cells[0])}: a second Full init is ≥ {100 * need:.0f} points below Full",
-                  control, holds=control.value >= need, threshold=f"≥ {100 * need:.0f} pts", unit="%")
-    trials = protocol["ntk_trials"]  # NTK of init t is paired with the Full net trained from init t
-    pooled = mean_difference([results["Full", c][:trials] for c in cells], [results["NTK", c] for c in cells], seed)
+        claim.record(f"{name} {cell_name(cell)}: finite-NTK accuracy", stats.trials_ci(results["NTK", cell],
+                                                                                       seed=seed),
+                     paper=paper_ntk, unit="%", trials=ntk_trials, seed_full=paper_full)
+    full = pooled([results["Full", c] for c in cells])
     seed_gap = float(np.mean([SEED_TABLE3[name][c][0] - SEED_TABLE3[name][c][2] for c in cells]))
-    claim.check(f"{name}: Full − finite NTK (pooled over {len(cells)} cell(s))", pooled, holds=pooled.value >= need,
-                threshold=f"≥ {100 * need:.0f} pts", paper=seed_gap, unit="%",
-                finding=protocol.get("findings", {}).get("ntk"))
+    claim.control(f"{name}: Full − BFC-4 (a trained net from the same inits), pooled over {len(cells)} cell(s), "
+                  "under the NTK claim's threshold", stats.trials_ci(full, pooled([results["BFC-4", c] for c in cells]),
+                                                                    seed=seed),
+                  need, unit="%", trials=protocol["trials"])
+    gap = stats.trials_ci(full, pooled([results["NTK", c] for c in cells]), seed=seed)
+    claim.check(f"{name}: Full − finite NTK (pooled over {len(cells)} cell(s))", gap, need, paper=seed_gap,
+                unit="%", trials=min(ntk_trials, protocol["trials"]),
+                finding=protocol["findings"].get(f"{name} ntk"))
 
 
 def test_depth_helps(device, protocol, seed, claim):
-    """Claim 2: Full at N = 3 ≥ Full at N = 1 (mean over K and trials) on ≥ 2 of 3 datasets.
+    """Claim 2: Full at N = 3 − Full at N = 1 ≥ 0 (pooled over K; trials × test images) on every dataset.
 
     Control: the same comparison with the N = 3 nets stopped after one epoch.
     """
     if protocol["depth_cells"] is None:
         pytest.skip("the smoke grid has no N = 3 (claim 2 is asserted at full scale)")
     one_epoch = {**protocol, "budget": dataclasses.replace(protocol["budget"], epochs=1)}
-    wins, control_wins = {}, {}
+    helps = at_least(0.0)  # "the accuracy of all the networks did increase with the depth"
     for name in protocol["datasets"]:
         split = prepare(name, protocol, device, seed)
 
-        def mean_full(n, budget_protocol, split=split):  # called in this iteration only
-            return float(np.mean([hits_over_trials("Full", cell, split, budget_protocol, seed, device).mean()
-                                  for cell in protocol["depth_cells"] if cell[0] == n]))
+        def full_hits(n, budget_protocol, split=split):  # called in this iteration only
+            return pooled([hits_over_trials("Full", cell, split, budget_protocol, seed, device)
+                           for cell in protocol["depth_cells"] if cell[0] == n])
 
-        deep, shallow, deep_one_epoch = mean_full(3, protocol), mean_full(1, protocol), mean_full(3, one_epoch)
+        deep, shallow, deep_one_epoch = full_hits(3, protocol), full_hits(1, protocol), full_hits(3, one_epoch)
         seed_deep, seed_shallow = (float(np.mean([SEED_TABLE3[name][(n, k)][0] for k in (1, 2)])) for n in (3, 1))
-        claim.record(f"{name}: Full at N=3 − Full at N=1 (mean over K, trials)", deep - shallow,
-                     paper=seed_deep - seed_shallow, unit="%", deep=deep, shallow=shallow,
-                     deep_after_one_epoch=deep_one_epoch)
-        wins[name], control_wins[name] = deep >= shallow, deep_one_epoch >= shallow
-    claim.control("N=3 stopped after one epoch ≥ N=1 on ≥ 2 of 3 datasets", sum(control_wins.values()),
-                  holds=sum(control_wins.values()) >= 2, threshold="≥ 2 of 3", wins=control_wins)
-    claim.check("Full at N=3 ≥ Full at N=1 on ≥ 2 of 3 datasets", sum(wins.values()),
-                holds=sum(wins.values()) >= 2, threshold="≥ 2 of 3", paper="3 of 3 (seed 001)", wins=wins)
+        claim.control(f"{name}: Full at N=3 stopped after one epoch − Full at N=1 (pooled over K)",
+                      stats.trials_ci(deep_one_epoch, shallow, seed=seed), helps, unit="%",
+                      trials=protocol["trials"])
+        claim.check(f"{name}: Full at N=3 − Full at N=1 (pooled over K)", stats.trials_ci(deep, shallow, seed=seed),
+                    helps, paper=seed_deep - seed_shallow, unit="%", trials=protocol["trials"])
+
