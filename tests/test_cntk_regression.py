@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlclaims.cntk import SingularKernelError, cntk, cntk_predictions, kernel_regression
+from dlclaims.cntk import SingularKernelError, cntk, cntk_predictions, depth_passes, kernel_regression
 
 N_CLASSES = 4
 
@@ -73,3 +73,13 @@ def test_indefinite_system_raises():
 def test_rejects_labels_outside_classes(labels):
     with pytest.raises(ValueError, match="labels"):
         kernel_regression(np.eye(3), labels, np.eye(3), num_classes=3)
+
+
+def test_depth_passes_put_as_many_depths_in_one_pass_as_memory_holds():
+    gib = 2 ** 30
+    depths = [21, 3, 4, 6, 11]
+    # Arora's full rows: 50,000 training and 10,000 test images, float64 kernels (≈ 22.4 GiB a depth).
+    assert depth_passes(depths, 50_000, 10_000, 1000 * gib) == [[3, 4, 6, 11, 21]]
+    assert depth_passes(depths, 50_000, 10_000, 120 * gib) == [[3], [4, 6, 11, 21]]  # an H200's share: 3 + 21
+    assert depth_passes(depths, 50_000, 10_000, 70 * gib) == [[3], [4, 6], [11, 21]]  # an H100's: 3 + 6 + 21
+    assert depth_passes(depths, 50_000, 10_000, 1 * gib) == [[3], [4], [6], [11], [21]]  # never empty

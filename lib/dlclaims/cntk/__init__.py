@@ -7,7 +7,13 @@ ReLU CNN in neural-tangents' conventions; `kernel_regression` is the paper's cla
 
 from ._blocks import MemoryPlan, Progress, choose_block_size, log_progress, memory_plan
 from ._engine import cntk
-from ._regression import KernelRegressionResult, SingularKernelError, cntk_predictions, kernel_regression
+from ._regression import (
+    KernelRegressionResult,
+    SingularKernelError,
+    cntk_predictions,
+    depth_passes,
+    kernel_regression,
+)
 
 __all__ = [
     "KernelRegressionResult",
@@ -17,6 +23,7 @@ __all__ = [
     "choose_block_size",
     "cntk",
     "cntk_predictions",
+    "depth_passes",
     "kernel_regression",
     "log_progress",
     "memory_plan",

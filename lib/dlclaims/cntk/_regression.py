@@ -128,3 +128,19 @@ def cntk_predictions(x_train, label_sets, x_test, depths, **cntk_options) -> lis
         del factor
         k_test.pop(d)
     return out
+
+
+def depth_passes(depths, n_train: int, n_test: int, memory_bytes: float, itemsize: int = 8) -> list[list[int]]:
+    """Split `depths` into as few kernel passes as `memory_bytes` allows (depths are prefixes of one
+    recursion, so a pass costs about its deepest depth: all depths in one pass is cheapest).
+
+    A pass over k depths holds k training kernels (n_train², `itemsize` bytes) and k test kernels
+    (n_test × n_train), plus one Cholesky factor (n_train²) while it solves. Consecutive depths share a
+    pass, grouped from the deepest down (a pass's cost is its deepest depth, so the shallow leftovers
+    go alone); at least one depth per pass (then the device must hold one kernel and its factor).
+    """
+    depths = sorted(depths, reverse=True)
+    per_depth = itemsize * (n_train * n_train + n_test * n_train)
+    factor = itemsize * n_train * n_train
+    fit = max(1, int((memory_bytes - factor) // per_depth))
+    return sorted(sorted(depths[i:i + fit]) for i in range(0, len(depths), fit))
