@@ -146,6 +146,26 @@ PROTOCOL = {
         "findings": {},  # not measured at this scale
     },
 }
+
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_bfc4_matches_full[mnist]": {
+        "smoke": {"gpu_s": 60, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 1000, "peak_gib": 3, "measured_on": "estimate"},
+    },
+    "test_bfc4_matches_full[fashion_mnist]": {
+        "full": {"gpu_s": 1000, "peak_gib": 3, "measured_on": "estimate"},
+    },
+    "test_bfc4_matches_full[cifar10]": {
+        "smoke": {"gpu_s": 90, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 1500, "peak_gib": 4, "measured_on": "estimate"},
+    },
+    "test_depth_helps": {
+        "full": {"gpu_s": 600, "peak_gib": 3, "measured_on": "estimate"},
+    },
+}
 FROZEN_GROUPS = {"Full": (), "BFC-4": (1,), "head-only": (1, 2, 3)}
 
 

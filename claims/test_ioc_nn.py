@@ -109,6 +109,20 @@ PROTOCOL = {
         "noisy_labels_finding": {},
     },
 }
+
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_ioc_resists_random_labels_and_stays_convex": {
+        "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 2700, "peak_gib": 3, "measured_on": "estimate", "tier": "paper"},
+    },
+    "test_ioc_has_smaller_generalization_gap_under_label_noise": {
+        "smoke": {"gpu_s": 60, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 12900, "peak_gib": 3, "measured_on": "estimate", "tier": "paper"},
+    },
+}
 TWIN2_OFFSET = 7  # the second twin's seed: seed_t + 7 (another init and batch order, same labels)
 
 

@@ -197,9 +197,10 @@ COST = {
     },
     "test_wide_cnn_memorizes_narrow_cnn_does_not[cifar10-500-8px]": {
         "smoke": {"gpu_s": 20, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 5, "peak_gib": 0.5, "measured_on": "estimate"},  # skips: smoke-only variant
     },
     "test_wide_cnn_memorizes_narrow_cnn_does_not[cifar10-20k]": {
-        "full": {"gpu_s": 3900, "peak_gib": 4, "measured_on": "estimate"},
+        "full": {"gpu_s": 3900, "peak_gib": 4, "measured_on": "estimate", "tier": "paper"},
     },
     "test_wide_cnn_memorizes_narrow_cnn_does_not[cifar10-50k]": {
         "full": {"gpu_s": 9000, "peak_gib": 6, "measured_on": "estimate", "tier": "paper"},

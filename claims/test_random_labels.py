@@ -76,7 +76,7 @@ PROTOCOL = {
 COST = {
     "test_mlp_fits_random_labels[1x512]": {
         "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
-        "full": {"gpu_s": 5400, "peak_gib": 2, "measured_on": "estimate"},
+        "full": {"gpu_s": 5400, "peak_gib": 2, "measured_on": "estimate", "tier": "paper"},
     },
     "test_mlp_fits_random_labels[3x512]": {
         "smoke": {"gpu_s": 50, "peak_gib": 1, "measured_on": "estimate"},

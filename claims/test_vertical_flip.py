@@ -124,6 +124,21 @@ PROTOCOL = {
     },
 }
 
+# What each test's CUDA variant costs per scale (dlclaims.plan; `pytest claims -m gpu --plan`).
+# Estimates from the protocols' sizes and CPU rates (no GPU has run them yet): replace with measured
+# figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
+COST = {
+    "test_vertical_flip_collapse[subset]": {
+        "smoke": {"gpu_s": 60, "peak_gib": 1, "measured_on": "estimate"},
+    },
+    "test_vertical_flip_collapse[50k]": {
+        "full": {"gpu_s": 4200, "peak_gib": 5, "measured_on": "estimate", "tier": "paper"},
+    },
+    "test_vertical_flip_collapse[20k-available]": {
+        "full": {"gpu_s": 1800, "peak_gib": 4, "measured_on": "estimate", "tier": "paper"},
+    },
+}
+
 
 def pytest_generate_tests(metafunc):
     """Instantiate the test once per training set of the chosen scale."""
