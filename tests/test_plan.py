@@ -201,3 +201,18 @@ def test_a_cuda_test_past_its_time_limit_fails_naming_the_limit(project, monkeyp
     result.assert_outcomes(passed=1, failed=1)  # cpu: no limit; cuda: 0.01 × 30 s
     result.stdout.fnmatch_lines([esc("*TestTimeout: test_heavy.py::test_train[cuda] exceeded its time limit of "
                                      "0:00:00 (estimate 0:00:30)*")])
+
+
+def test_the_repositorys_nightly_plan_fits_two_hours_on_four_gpus_and_prints_the_paper_tier():
+    """The acceptance line of the GPU issue, on this repository's COST tables (collection only)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "pytest", "claims", "-m", "gpu", "-n", "4", "--scale=full",
+                             "--plan", "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "within budget" in result.stdout and "(no COST entry)" not in result.stdout
+    assert "paper tier (deselected here; --tier=paper runs it)" in result.stdout
