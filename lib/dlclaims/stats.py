@@ -103,8 +103,10 @@ def class_permutation_interval(predictions, labels, level: float = 0.99, *, seed
     return float(lo), float(hi)
 
 
-def mean_ci(values: Sequence[float], level: float = DEFAULT_LEVEL) -> Estimate:
-    """Student-t interval for the mean of a few repeats (seeds, trials)."""
+def mean_ci(values: Sequence[float], level: float = DEFAULT_LEVEL,
+            bounds: tuple[float, float] | None = None) -> Estimate:
+    """Student-t interval for the mean of a few repeats (seeds, trials); `bounds` clips it to the
+    quantity's range (e.g. (0, 1) for accuracies)."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         raise ValueError("mean_ci needs at least one value")
@@ -112,7 +114,10 @@ def mean_ci(values: Sequence[float], level: float = DEFAULT_LEVEL) -> Estimate:
     if x.size == 1:
         return Estimate(m, m, m, 1, "single run", level)
     half = float(_scipy_stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return Estimate(m, m - half, m + half, int(x.size), "t", level)
+    lo, hi = m - half, m + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return Estimate(m, lo, hi, int(x.size), "t", level)
 
 
 def bootstrap_ci(
