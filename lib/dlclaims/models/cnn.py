@@ -18,8 +18,9 @@ Trainable parameters (conv weights + conv biases + BN γ, β + linear), with 3×
       = 378c² + 152c + 10            (c = 4: 6,666;  c = 64: 1,558,026)
 
 The count does not depend on where the pools sit or on the input size, so `conv4.Conv4`
-(one pool per conv layer, global average) has the same count; this module keeps the
-double-descent placement and its global max. BN running statistics are buffers, not
+(one pool per conv layer, global average) has the same count: both are configurations of
+`ConvStack` (pool placement, global pooling); `WidthCNN` is the double-descent placement with
+its global max. BN running statistics are buffers, not
 trainable parameters. The global max is adaptive, so smaller (downsampled) inputs work too.
 """
 
@@ -30,6 +31,8 @@ from torch import nn
 
 KERNEL_SIZE = 3
 NUM_CONV_LAYERS = 4
+# The parameter-free reduction of the last feature map to the 8c features the linear layer takes.
+GLOBAL_POOLS = {"max": lambda h: torch.amax(h, dim=(2, 3)), "mean": lambda h: h.mean(dim=(2, 3))}
 
 
 def width_cnn_parameter_count(width: int, in_channels: int = 3, num_classes: int = 10) -> int:
@@ -40,25 +43,42 @@ def width_cnn_parameter_count(width: int, in_channels: int = 3, num_classes: int
     return conv + batch_norm + channels[-1] * num_classes + num_classes
 
 
-class WidthCNN(nn.Module):
-    """Nakkiran et al.'s 5-layer CNN of width `width`: conv widths [c, 2c, 4c, 8c], BN, ReLU, max pools."""
+class ConvStack(nn.Module):
+    """Four 3×3 conv layers of widths c, 2c, 4c, 8c (each Conv2d with bias → BatchNorm2d → ReLU, then a
+    MaxPool2d(2) after the layers in `pooled_layers`), a global pool over the remaining map ("max" or
+    "mean") and a Linear(8c → classes). `WidthCNN` and `conv4.Conv4` are its two named configurations;
+    the parameters are created in the same order for every configuration (conv, BN per layer, then
+    the linear layer), so a seed initialises all of them identically."""
 
-    def __init__(self, width: int, *, in_channels: int = 3, num_classes: int = 10):
+    def __init__(self, width: int, *, pooled_layers: tuple[int, ...], global_pool: str, in_channels: int = 3,
+                 num_classes: int = 10, kernel_size: int = KERNEL_SIZE):
         super().__init__()
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {sorted(GLOBAL_POOLS)}, not {global_pool!r}")
+        self.global_pool = global_pool
         layers: list[nn.Module] = []
         fan_in = in_channels
         for k in range(NUM_CONV_LAYERS):
             channels = width * 2**k
             layers += [
-                nn.Conv2d(fan_in, channels, KERNEL_SIZE, padding=KERNEL_SIZE // 2, bias=True),
+                nn.Conv2d(fan_in, channels, kernel_size, padding=kernel_size // 2, bias=True),
                 nn.BatchNorm2d(channels),
                 nn.ReLU(inplace=True),
             ]
-            if k > 0:  # no pool after layer 0: layers 0 and 1 both see the full resolution
+            if k in pooled_layers:
                 layers.append(nn.MaxPool2d(2))
             fan_in = channels
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(fan_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.amax(self.features(x), dim=(2, 3)))
+        return self.classifier(GLOBAL_POOLS[self.global_pool](self.features(x)))
+
+
+class WidthCNN(ConvStack):
+    """Nakkiran et al.'s 5-layer CNN of width `width`: no pool after layer 0 (layers 0 and 1 both see
+    the full resolution), max pools after layers 1–3, global max."""
+
+    def __init__(self, width: int, *, in_channels: int = 3, num_classes: int = 10):
+        super().__init__(width, pooled_layers=(1, 2, 3), global_pool="max", in_channels=in_channels,
+                         num_classes=num_classes)

@@ -12,33 +12,19 @@ So the seed's Conv-4 is not the lottery-ticket Conv-4 (conv 64,64,pool,128,128,p
 FC 256,256,10; 2.4 M parameters without BN): it has one pool per conv layer and no hidden
 fully connected layer. A 32×32 input leaves 2×2 maps after four pools; the parameter-free
 step that reduces them to the 8c features the linear layer takes is not stated — we take the
-global average.
+global average. The layers are `cnn.ConvStack`'s, the same stack as the width-c CNN of
+`cnn.WidthCNN` in another configuration (pool placement, global pooling).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from .cnn import NUM_CONV_LAYERS, ConvStack
 
 
-class Conv4(nn.Module):
-    """The seed's width-`width` Conv-4 (see the module docstring for the exact layers)."""
+class Conv4(ConvStack):
+    """The seed's width-`width` Conv-4: a max pool after every conv layer, global average (see the
+    module docstring for the exact layers)."""
 
     def __init__(self, width: int = 64, *, in_channels: int = 3, num_classes: int = 10, kernel_size: int = 3):
-        super().__init__()
-        blocks: list[nn.Module] = []
-        fan_in = in_channels
-        for k in range(4):
-            channels = width * 2**k
-            blocks += [
-                nn.Conv2d(fan_in, channels, kernel_size, padding=kernel_size // 2),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            fan_in = channels
-        self.features = nn.Sequential(*blocks)
-        self.classifier = nn.Linear(fan_in, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
+        super().__init__(width, pooled_layers=tuple(range(NUM_CONV_LAYERS)), global_pool="mean",
+                         in_channels=in_channels, num_classes=num_classes, kernel_size=kernel_size)
