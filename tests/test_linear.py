@@ -99,3 +99,64 @@ def test_ks_distance_handles_atoms():
 
     assert linear.ks_distance(np.r_[np.zeros(500), (np.arange(500) + 0.5) / 500], step) == pytest.approx(0.0005)
     assert linear.ks_distance(np.zeros(10), step) == pytest.approx(0.5)
+
+
+def test_sgd_regressor_without_intercept_or_stopping_is_penalised_per_sample_sgd():
+    x, y = linear.gaussian_design(20, 50, seed=5), torch.randn(20, dtype=linear.DTYPE)
+    w, b, epochs = linear.sgd_regressor(x, y, lr=0.01, penalty=1e-3, fit_intercept=False, tol=-math.inf,
+                                        max_iter=30, seed=3)
+    same = linear.least_squares_descent(x, y, lr=0.01, epochs=30, batch_size=1, penalty=1e-3, seed=3)
+    assert (b, epochs) == (0.0, 30)
+    assert torch.allclose(w, same, rtol=1e-10, atol=1e-12)
+
+
+def test_sgd_regressor_stops_like_scikit_learn_and_fits_an_intercept():
+    x, y = linear.gaussian_design(20, 5, seed=6), torch.randn(20, dtype=linear.DTYPE)
+    # A tolerance no epoch can meet: the first epoch sets the best loss, the next n_iter_no_change fail to beat it.
+    assert linear.sgd_regressor(x, y, lr=0.01, penalty=0.0, tol=1e9, n_iter_no_change=5)[2] == 6
+    # Constant targets on inputs that carry nothing: the intercept takes the constant, w stays 0.
+    w, b, _ = linear.sgd_regressor(torch.zeros(20, 5, dtype=linear.DTYPE), torch.full((20,), 3.0, dtype=linear.DTYPE),
+                                   lr=0.05, penalty=1e-4, tol=-math.inf, max_iter=100)
+    assert b == pytest.approx(3.0, abs=1e-6) and float(w.abs().max()) == 0.0
+
+
+def test_condition_numbers_of_a_wide_design():
+    x = linear.gaussian_design(10, 30, seed=7)
+    s = torch.linalg.svdvals(x)
+    assert linear.row_space_condition_number(x) == pytest.approx(float(s[0] / s[-1]) ** 2, rel=1e-12)
+    assert linear.reciprocal_condition_number(x) <= 30 * np.finfo(float).eps  # XᵀX is 30 × 30 of rank 10
+    tall = linear.gaussian_design(30, 10, seed=7)
+    assert linear.reciprocal_condition_number(tall) == pytest.approx(1 / linear.row_space_condition_number(tall),
+                                                                     rel=1e-8)
+
+
+def test_gd_steps_to_min_norm_is_the_first_step_within_the_tolerance():
+    x = linear.gaussian_design(10, 30, seed=8, correlation=0.3)
+    y = torch.randn(10, dtype=linear.DTYPE)
+    steps = int(linear.gd_steps_to_min_norm(x, y, 1e-6))
+    lr = len(x) / float(torch.linalg.matrix_norm(x, ord=2)) ** 2  # 1/λ_max(XᵀX/n)
+    w_min = linear.min_norm_solution(x, y)
+    distances = []
+    linear.least_squares_descent(x, y, lr=lr, epochs=steps,
+                                 observe=lambda _, w: distances.append(linear.relative_distance(w, w_min)))
+    assert distances[-1] <= 1e-6 < distances[-2]
+
+
+def test_column_transforms():
+    x = torch.cat([linear.gaussian_design(50, 4, seed=9), torch.ones(50, 1, dtype=linear.DTYPE)], dim=1)
+    z = linear.standardised_columns(x)
+    assert z.shape == (50, 4)  # the constant column is dropped
+    assert torch.allclose(z.mean(dim=0), torch.zeros(4, dtype=linear.DTYPE), atol=1e-12)
+    assert torch.allclose(z.std(dim=0), torch.ones(4, dtype=linear.DTYPE))
+    shuffled = linear.decorrelated_columns(x, seed=0)
+    assert torch.equal(shuffled.sort(dim=0).values, x.sort(dim=0).values)  # each column keeps its values
+    assert not torch.equal(shuffled, x)
+
+
+def test_effective_nonzeros_and_hadamard_descent_recover_a_sparse_vector():
+    truth = torch.zeros(100, dtype=linear.DTYPE)
+    truth[[3, 40, 77]] = torch.tensor([1.0, -1.0, 1.0], dtype=linear.DTYPE)
+    assert float(linear.effective_nonzeros(truth)) == pytest.approx(3.0)
+    x = linear.gaussian_design(40, 100, seed=10)
+    w = linear.hadamard_descent(x, x @ truth, init=1e-4, lr=0.05, steps=3000)
+    assert linear.relative_distance(w, truth) < 1e-3

@@ -5,7 +5,9 @@ pixels), ranks with a stated tolerance, the min-norm solution X⁺y, ridge, one
 gradient-descent function for full-batch GD and minibatch SGD on the squared loss (with an
 optional L2 penalty, as scikit-learn's SGDRegressor adds), kernel gradient descent, the
 exact finite-sample risk of min-norm least squares for isotropic Gaussian features and the
-Marchenko–Pastur law.
+Marchenko–Pastur law; seed 003's own SGD (scikit-learn's SGDRegressor), conditioning diagnostics,
+column transforms of a design (standardised, decorrelated), and GD on the Hadamard parametrisation
+w = u⊙u − v⊙v (implicit sparse regularisation, seed 002).
 
 GD/SGD here is an optimiser on a closed-form problem, not a neural-network training loop
 (those go through `dlclaims.train.fit`).
@@ -289,3 +291,139 @@ def smallest_eigenvalue_scale(n: int, p: int) -> float:
     (Ma 2012): |√n − √p| · |1/√n − 1/√p|^(1/3) / n."""
     a, b = math.sqrt(n), math.sqrt(p)
     return abs(a - b) * abs(1 / a - 1 / b) ** (1 / 3) / n
+
+
+# ---------------------------------------------------------------- seed 003's tools and diagnostics
+
+
+def sgd_regressor(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    penalty: float,
+    fit_intercept: bool = True,
+    tol: float = 1e-3,
+    n_iter_no_change: int = 5,
+    max_iter: int = 1000,
+    seed: int = 0,
+) -> tuple[torch.Tensor, float, int]:
+    """scikit-learn's SGDRegressor(learning_rate="constant", eta0=lr, alpha=penalty) with its other defaults
+    (squared error, L2 penalty, shuffle, tol, n_iter_no_change, max_iter), as its `_plain_sgd` runs it.
+
+    From w = 0, b = 0, each epoch visits the rows in a fresh random order (drawn from `seed`, not
+    scikit-learn's generator); per row, with ŷ = w·x + b before the step: w ← (1 − η·penalty)·w − η(ŷ − y)x,
+    b ← b − η(ŷ − y) when `fit_intercept`. The epoch's summed loss Σ ½(ŷ − y)² stops the run once it has
+    failed to fall below (best so far − tol·n) for `n_iter_no_change` epochs in a row, or after `max_iter`
+    epochs. Returns (w, b, epochs run). A per-row loop: numpy on the CPU, float64.
+    """
+    xs, ys = x.detach().cpu().numpy().astype(np.float64), y.detach().cpu().numpy().astype(np.float64)
+    n, p = xs.shape
+    w, b = np.zeros(p), 0.0
+    shrink = max(0.0, 1.0 - lr * penalty)
+    gen = _generator(seed)
+    best, stale, epochs = math.inf, 0, 0
+    while epochs < max_iter:
+        epochs += 1
+        total = 0.0
+        for i in torch.randperm(n, generator=gen).tolist():
+            error = float(xs[i] @ w) + b - ys[i]
+            total += 0.5 * error * error
+            w *= shrink
+            w -= (lr * error) * xs[i]
+            if fit_intercept:
+                b -= lr * error
+        stale = stale + 1 if total > best - tol * n else 0
+        best = min(best, total)
+        if stale >= n_iter_no_change:
+            break
+    return torch.from_numpy(w).to(device=x.device, dtype=x.dtype), b, epochs
+
+
+def row_space_condition_number(x: torch.Tensor) -> float:
+    """κ of XᵀX restricted to the row space of X: σ_max²/σ_min² over the singular values above `rank_tolerance`."""
+    s = torch.linalg.svdvals(x.to(DTYPE))
+    kept = s[s > rank_tolerance(s, tuple(x.shape))]
+    return float(kept[0] / kept[-1]) ** 2
+
+
+def reciprocal_condition_number(x: torch.Tensor) -> float:
+    """λ_min/λ_max of XᵀX over all p directions (|λ_min|: rounding can leave a vanishing eigenvalue at ±ε·λ_max);
+    0 up to rounding when XᵀX is singular (p > rank)."""
+    eig = torch.linalg.eigvalsh(x.T.to(DTYPE) @ x.to(DTYPE))
+    return float(eig.abs().min() / eig.abs().max())
+
+
+def gd_steps_to_min_norm(x: torch.Tensor, y: torch.Tensor, tolerance: float) -> float:
+    """Steps full-batch GD on (1/2n)‖Xw − y‖² from w = 0 with step 1/λ_max(XᵀX/n) needs until
+    ‖w_t − X⁺y‖/‖X⁺y‖ ≤ `tolerance`, exactly, from the SVD X = U S Vᵀ: w_t − X⁺y = −Σ (1 − s_i²/s_1²)^t c_i v_i
+    with c_i = u_iᵀy/s_i over the singular values above the rank tolerance (the row space GD moves in).
+    """
+    u, s, _ = torch.linalg.svd(x.to(DTYPE), full_matrices=False)
+    keep = s > rank_tolerance(s, tuple(x.shape))
+    s, coef = s[keep], (u[:, keep].T @ y.to(DTYPE)) / s[keep]
+    log_rate = torch.log1p(-(s / s[0]) ** 2)[1:]  # the top mode is solved in one step (rate 0)
+    weight = coef[1:] ** 2 / (coef ** 2).sum()
+
+    def relative_error(t: float) -> float:
+        return float(torch.sqrt((weight * torch.exp(2 * t * log_rate)).sum()))
+
+    hi = 1.0
+    while relative_error(hi) > tolerance:
+        hi *= 2
+    lo = hi / 2 if hi > 1 else 0.0
+    while hi - lo > 1:  # smallest integer t with relative_error(t) ≤ tolerance
+        mid = math.floor((lo + hi) / 2)
+        lo, hi = (mid, hi) if relative_error(mid) > tolerance else (lo, mid)
+    return float(hi)
+
+
+def standardised_columns(x: torch.Tensor) -> torch.Tensor:
+    """Each column centred and scaled to unit variance over the rows; constant columns (variance 0) dropped."""
+    sd = x.std(dim=0)
+    kept = sd > 0
+    return (x[:, kept] - x[:, kept].mean(dim=0)) / sd[kept]
+
+
+def decorrelated_columns(x: torch.Tensor, *, seed: int) -> torch.Tensor:
+    """Each column permuted across the rows independently: every column keeps its values (marginals),
+    the dependence between columns (pixels) is destroyed."""
+    gen = _generator(seed)
+    order = torch.stack([torch.randperm(len(x), generator=gen) for _ in range(x.shape[1])], dim=1)
+    return torch.gather(x, 0, order.to(x.device))
+
+
+# ---------------------------------------------------------------- implicit sparse regularisation (seed 002)
+
+
+def effective_nonzeros(w: torch.Tensor) -> torch.Tensor:
+    """(‖w‖₁/‖w‖₂)² along the last axis: the number of non-zero entries of a vector whose entries are ±c,
+    and a smooth count otherwise (between 1 and the length); a vector spread over many small entries counts many."""
+    return (w.abs().sum(dim=-1) / w.norm(dim=-1)) ** 2
+
+
+def hadamard_descent(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    init: float,
+    lr: float,
+    steps: int,
+    observe_every: int = 1,
+    observe: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """GD on (1/2n)‖Xw − y‖² over w = u⊙u − v⊙v from u = v = `init`·1 (Vaškevičius, Kanade & Rebeschini 2019):
+    with g = Xᵀ(Xw − y)/n the gradients are 2u⊙g and −2v⊙g, so u ← u⊙(1 − 2ηg), v ← v⊙(1 + 2ηg).
+
+    A small `init` makes every coordinate start near 0 and grow multiplicatively at a rate set by its
+    correlation with the residual. `observe(step, w)` runs every `observe_every` steps; returns the last w.
+    """
+    n, p = x.shape
+    u = torch.full((p,), float(init), dtype=x.dtype, device=x.device)
+    v = u.clone()
+    for step in range(1, steps + 1):
+        g = x.T @ (x @ (u * u - v * v) - y) / n
+        u, v = u * (1 - 2 * lr * g), v * (1 + 2 * lr * g)
+        if observe is not None and step % observe_every == 0:
+            observe(step, u * u - v * v)
+    return u * u - v * v
