@@ -10,9 +10,15 @@ condition number grows roughly like n^2 times the spread over the smallest gap o
 but a triangular solve is backward stable, so the residual stays at rounding level.
 Kinks midway between consecutive z's make the diagonal z_j - b_j as large as the gaps allow;
 a kink hugging z_j would shrink the diagonal and inflate the condition number.
+
+Also: the implicit bias of gradient descent on linear networks (seed 002, Gunasekar et al. 2018):
+end-to-end predictors of linear convolutional and fully connected networks, full-batch GD on the
+logistic loss over batches of independent problems, and the Fourier-domain sparsity of a predictor.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -121,3 +127,56 @@ def max_relative_error(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
     with torch.no_grad():
         error = (net(x) - y.double().to(x.device)).abs().max()
     return float(error / y.double().abs().max())
+
+
+# ---------------------------------------------------------------- implicit bias of linear networks (seed 002)
+
+
+def circular_convnet_predictor(weights: torch.Tensor) -> torch.Tensor:
+    """The end-to-end linear predictor β of a depth-L linear convolutional network with full-width circular
+    filters (Gunasekar, Lee, Soudry & Srebro 2018, §4): `weights` (..., L, d) → β (..., d), the circular
+    convolution of the L filters, so that its Fourier transform is their product, β̂ = ∏_l ŵ_l."""
+    d = weights.shape[-1]
+    return torch.fft.irfft(torch.prod(torch.fft.rfft(weights, dim=-1), dim=-2), n=d, dim=-1)
+
+
+def fully_connected_predictor(weights: torch.Tensor) -> torch.Tensor:
+    """The end-to-end linear predictor of a depth-L fully connected linear network x ↦ e₁ᵀ W_L ⋯ W_1 x:
+    `weights` (..., L, d, d) → β (..., d), the first row of W_L ⋯ W_1 (the last layer's first unit is the output)."""
+    product = weights[..., 0, :, :]
+    for layer in range(1, weights.shape[-3]):
+        product = weights[..., layer, :, :] @ product
+    return product[..., 0, :]
+
+
+def logistic_gradient_descent(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    weights: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-batch GD on the mean logistic loss (1/n) Σ log(1 + exp(−y_i⟨x_i, β⟩)), β = predictor(weights),
+    for a batch of independent problems: `x` (B, n, d), `y` (B, n) = ±1, `weights` (B, ...). The problems'
+    losses are summed, so each problem's weights get exactly its own gradient. Returns (weights, final
+    losses (B,))."""
+    weights = weights.detach().clone().requires_grad_(True)
+    for _ in range(steps):
+        margins = y * torch.einsum("bnd,bd->bn", x, predictor(weights))
+        losses = torch.nn.functional.softplus(-margins).mean(dim=-1)
+        (grad,) = torch.autograd.grad(losses.sum(), weights)
+        with torch.no_grad():
+            weights -= lr * grad
+    with torch.no_grad():
+        margins = y * torch.einsum("bnd,bd->bn", x, predictor(weights))
+        losses = torch.nn.functional.softplus(-margins).mean(dim=-1)
+    return weights.detach(), losses
+
+
+def fourier_effective_support(beta: torch.Tensor) -> torch.Tensor:
+    """(‖β̂‖₁/‖β̂‖₂)² over the d discrete Fourier coefficients of β (last axis): how many frequencies carry the
+    predictor (d for a predictor spread evenly over all of them, 1 for a single one... 2 for a real cosine)."""
+    magnitudes = torch.fft.fft(beta, dim=-1).abs()
+    return (magnitudes.sum(dim=-1) / magnitudes.norm(dim=-1)) ** 2
