@@ -21,6 +21,8 @@ Conventions:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vmap
@@ -113,3 +115,49 @@ def ntk_regression(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tenso
     ridge = relative_ridge * float(k_train.diagonal().mean())
     result = kernel_regression(k_train.cpu(), y_train.cpu(), k_test.cpu(), ridge=ridge, num_classes=num_classes)
     return result.predictions.to(x_test.device)
+
+
+class FullyConnectedNTKNet(nn.Module):
+    """Arora et al. (2019)'s fully-connected ReLU network, eq. (6), with the output multiplier κ of
+    their Theorem 3.2: ``f_nn(x) = κ · W⁽ᴸ⁺¹⁾ g⁽ᴸ⁾(x)``, ``g⁽ʰ⁾ = √(2 / width) · relu(W⁽ʰ⁾ g⁽ʰ⁻¹⁾)``,
+    ``g⁽⁰⁾ = x`` (flattened), every weight N(0, 1), no biases.
+
+    `depth` counts hidden layers (L). As the width grows its empirical NTK divided by κ² tends to
+    `dlclaims.linear.fully_connected_relu_ntk(·, ·, depth)` (per output; the outputs' kernels are
+    independent in the limit). Weights are drawn from torch's global generator (seed it first).
+    """
+
+    def __init__(self, in_features: int, *, width: int, depth: int = 1, num_outputs: int = 1,
+                 output_scale: float = 1.0):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth counts hidden layers and must be ≥ 1, got {depth}")
+        fan_ins = [in_features] + [width] * (depth - 1)
+        self.hidden = nn.ParameterList(nn.Parameter(torch.randn(width, fan_in)) for fan_in in fan_ins)
+        self.readout = nn.Parameter(torch.randn(num_outputs, width))
+        self.width, self.output_scale = width, output_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        scale = (2.0 / self.width) ** 0.5
+        for weight in self.hidden:
+            h = scale * torch.relu(h @ weight.T)
+        return self.output_scale * (h @ self.readout.T)
+
+
+class AntisymmetricPair(nn.Module):
+    """``f(x) = (g(x; θ_a) − g(x; θ_b)) / √2`` with θ_b initialised equal to θ_a: two copies of `net`
+    trained as one model (Chizat, Oyallon & Bach 2019, "On lazy training", §2's zero-output trick).
+
+    At initialisation f ≡ 0 exactly, and its empirical NTK equals `net`'s (each copy contributes half),
+    so gradient flow on f follows kernel regression with that kernel from a zero start — what Arora
+    et al.'s small output multiplier κ (Theorem 3.2) achieves approximately. After initialisation the
+    copies are independent parameters.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.first, self.second = net, copy.deepcopy(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.first(x) - self.second(x)) / 2 ** 0.5

@@ -190,6 +190,29 @@ def relu_ntk(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return arccos_kernel(a, b, 1) + (a @ b.T) * arccos_kernel(a, b, 0)
 
 
+def fully_connected_relu_ntk(a: torch.Tensor, b: torch.Tensor, depth: int = 1) -> torch.Tensor:
+    """Θ⁽ᴸ⁾(a, b) of Arora et al. (2019), eqs. (7)–(9): the NTK of the L = `depth` hidden-layer ReLU
+    network of their eq. (6) (weights N(0, 1), no biases, each hidden layer × √(c_σ / width), c_σ = 2).
+
+    Recursion over layers: Σ⁽⁰⁾ = a·b, Σ⁽ʰ⁾ = 2·E[σ(u)σ(v)], Σ̇⁽ʰ⁾ = 2·E[σ'(u)σ'(v)] (closed forms of
+    `arccos_kernel`), Θ⁽ʰ⁾ = Θ⁽ʰ⁻¹⁾·Σ̇⁽ʰ⁾ + Σ⁽ʰ⁾ with Θ⁽⁰⁾ = Σ⁽⁰⁾. For ReLU with c_σ = 2 the diagonal
+    Σ⁽ʰ⁾(x, x) = ‖x‖² at every layer. At depth 1 this is 2 · `relu_ntk` (whose network has no √2).
+    """
+    if depth < 1:
+        raise ValueError(f"depth counts hidden layers and must be ≥ 1, got {depth}")
+    a, b = a.to(DTYPE), b.to(DTYPE)
+    norms = a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True).T
+    sigma = a @ b.T
+    theta_ntk = sigma
+    for _ in range(depth):
+        cos = (sigma / norms).clamp(-1.0, 1.0)
+        angle = torch.arccos(cos)
+        derivative = (math.pi - angle) / math.pi
+        sigma = norms * (torch.sqrt(1 - cos ** 2) + (math.pi - angle) * cos) / math.pi
+        theta_ntk = theta_ntk * derivative + sigma
+    return theta_ntk
+
+
 def kernel_gradient_descent(
     k: torch.Tensor, y: torch.Tensor, *, lr: float, steps: int, start_values: torch.Tensor | None = None
 ) -> torch.Tensor:
