@@ -1,6 +1,7 @@
 """Sivaprasad et al., "The curious case of convex neural networks" (arXiv 2006.05103), as
 summarised in seed 002: an input-output-convex MLP (IOC-MLP: every weight after the first
-layer non-negative, ELU, BatchNorm) resists noise that its unconstrained twin memorises.
+layer non-negative, ELU; no BatchNorm, which the seed does not describe) resists noise that its
+unconstrained twin memorises.
 
 Seed 002 (slides "Towards a model which handles noise: IOC-NNs" and "Experimentation with IOC"):
   "The convexity constraints include restricting the weights (for all but the first layer) to be
@@ -8,6 +9,7 @@ Seed 002 (slides "Towards a model which handles noise: IOC-NNs" and "Experimenta
    convex with respect to the input x";
   "IOC-NNs prevent the fitting of random labelling and the training curve flattens as compared
    to MLPs which approach 0 training loss";
+  "IOC-NNs do not fit noisy images as compared to MLPs which approach 0 training loss";
   "IOC-NNs act as self-regularisers and restrict the training process in presence of noise";
   "We then describe a model (IOC-NN) and empirically show that it is able to make the model
    robust to training noise."
@@ -28,16 +30,21 @@ corrupted labelling itself); the IOC-MLP and its twin of trial t share the label
   claim    (d) noisy labels ("robust to training noise", "restrict the training process in
                presence of noise"): IOC generalisation gap − twin gap ≤ −ROBUST_BY · p at each p;
   control      a second twin in place of the IOC-MLP, at the lowest p (where −ROBUST_BY · p is
-               nearest to 0): decisively above −ROBUST_BY · p.
+               nearest to 0): decisively above −ROBUST_BY · p;
+  claim    (e) noisy images (`slow`: out of CI's budget), as (c) on Gaussian images under the true
+               labels: twin − IOC train accuracy at the twin's fit epoch ≥ FLATTENS_BY;
+  control      as (c).
 The generalisation gap's CI is the hierarchical bootstrap over trials and over the train and test
-images together (`gap_scores`); the random-label numbers are per-run train accuracies read from
-the training history, with a t-interval over the trials (`stats.mean_ci`).
+images together (`stats.generalization_gap_scores`); the random-label and noisy-image numbers are
+per-run train accuracies read from the training history, with a t-interval over the trials
+(`stats.mean_ci`).
 
 Paper numbers: the seed gives none and the paper's tables could not be retrieved here, so every
 claim has paper=None; the thresholds below say which words of the seed they come from.
 """
 
 import numpy as np
+import pytest
 import torch
 
 from dlclaims import data, stats, train
@@ -69,43 +76,66 @@ PROTOCOL = {
         "n_train": 1000,
         "n_test": 2000,
         "depth": 3, "width": 128,  # the paper's MLP is 3×800; narrower to fit the CPU budget
-        # The twin fits random labels in 59-114 epochs (3 trials at each of seed offsets 0-4); 150
-        # leaves it room. lr 1e-3 (the paper: 1e-4) so that the twin fits within a CPU budget.
-        # BatchNorm after every hidden Linear is the paper's MLP (`models.ioc`), not described by the seed.
+        # No BatchNorm: seed 002's IOC-NN is non-negative weights after the first layer (negative ones
+        # mapped to e^{w−5}) and ELU, nothing more. Until issue 18 this protocol put BatchNorm after every
+        # hidden Linear, which makes each constrained unit invariant to the scale of its incoming weights
+        # and undoes much of the e^{w−5} shrink (twin − IOC on random labels 4.4-8.3 points at offsets 0-4).
+        # Issue-18 ablations (twin − IOC at the twin's fit epoch, 3 trials; one-off scripts):
+        #   MNIST n=1,000 (this protocol): no BN 6.2-14.2 (offsets 0-4, below); lr 1e-4 with BN 22-23;
+        #   no BN and lr 1e-4 27-32, but the twin itself does not fit (86-89 % after 400 epochs);
+        #   CIFAR-10, 5,000 of the 20,000 offline images (what 15 CPU-min allow; 20,000 would be ×4), 32 px,
+        #   3×256, no BN, Adam 1e-3, seed offset 0: 34.8, 50.9, 11.3 points, mean 32.3 [-17.1, 81.8] (t, 3
+        #   trials; the twins fit in 37-58 epochs, the IOC-MLPs hold 49-89 % then): slower than on MNIST in
+        #   two trials of three, and undecided at 45 (inconclusive, nowhere near a reproduction).
+        # So the smoke protocol (MNIST, n=1,000, d=196) may narrow the effect the seed reports on CIFAR-10,
+        # but CIFAR-10 at CPU sizes does not decide it either; smoke stays MNIST for its cost (a CIFAR-10
+        # version costs ≈ 2-6 CPU-min and, at this spread, would need more than 3 trials), with its findings
+        # below; the full protocol (CIFAR-10, 3×800, lr 1e-4) decides it on the seed's data.
+        "batch_norm": False,
+        # lr 1e-3 (the seed states none; the paper: 1e-4, the full protocol): at 1e-4 the twin does not
+        # fit within any CPU budget (above). A deviation that narrows the gap, kept for cost, not tuned.
+        # Without BatchNorm the twin needs 129-150 epochs for the random labels (offset 0: 134, 129, 150);
+        # a twin that has not fitted by epoch 150 is compared there.
         "budget": train.TrainConfig(epochs=150, batch_size=64, optimizer="adam", lr=1e-3),
-        # p = 0.5 (full scale only): at this size the IOC-MLP, the twin and a second twin all
-        # memorise 99-100 % of the labels (gaps 50.8-51.1 % at offset 0), so it adds ~35 s and no contrast.
+        # p = 0.5 (full scale only): with BatchNorm the IOC-MLP, the twin and a second twin all
+        # memorised 99-100 % of the labels (gaps 50.8-51.1 % at offset 0), so it added ~35 s and no contrast.
         "noise_levels": (0.2,),
         "segments": 1000,  # random pairs of test images for the midpoint test (per run)
         "trials": 3,  # independent runs per model and cell
         # Measured with 3 trials at seed offsets 0-4 (value [95 % CI], points):
         "random_labels_finding": Finding(
-            0.0, 0.15,
-            "smoke (n=1000 MNIST 14 px, 3×128 with BatchNorm, Adam 1e-3): when the twin has fitted the random "
-            "labels (59-114 epochs) the IOC-MLP has fitted 89-97 % of them too; twin − IOC = 8.3 [1.5, 15.1], "
-            "4.4 [2.6, 6.1], 4.4 [2.5, 6.3], 4.4 [-0.3, 9.1], 5.7 [0.9, 10.4] points at offsets 0-4, not ≥ 45; "
-            "after 150 epochs it fits 96-99 %: slower, not flat. Range 4.4-8.3 widened by ~7 points (the "
-            "largest CI half-width)"),
+            -0.05, 0.30,
+            "smoke (n=1000 MNIST 14 px, 3×128 ELU, no BatchNorm, Adam 1e-3): twin − IOC at the twin's fit epoch "
+            "= 11.1 [-4.0, 26.2], 6.2 [-10.4, 22.9], 8.3 [-1.9, 18.6], 14.2 [0.0, 28.4], 9.6 [6.2, 12.9] points at "
+            "offsets 0-4, not ≥ 45 (with BatchNorm: 4.4-8.3): slower, not flat. Range 6.2-14.2 widened by ~15 "
+            "points (the largest CI half-width). CIFAR-10 (5,000 images, 3 trials): 32.3 [-17.1, 81.8]"),
         "noisy_labels_finding": {
-            0.2: Finding(-0.01, 0.075,
-                         "smoke (n=1000 MNIST 14 px, 3×128 with BatchNorm, Adam 1e-3, p=0.2): the IOC-MLP's "
-                         "generalisation gap is LARGER than the twin's: 3.8 [1.1, 6.4], 3.6 [0.6, 6.4], "
-                         "2.4 [0.6, 4.2], 2.8 [0.2, 5.1], 4.3 [2.2, 6.3] points at offsets 0-4: both memorise "
-                         "≥ 99.4 % of the noisy labels and the IOC-MLP's clean test accuracy is 2-5 points lower "
-                         "(70-72 % vs 73-75 %), not ≤ -9; range 2.4-4.3 widened by 3 points (~ the CI "
-                         "half-width)"),
+            0.2: Finding(-0.065, 0.055,
+                         "smoke (n=1000 MNIST 14 px, 3×128 ELU, no BatchNorm, Adam 1e-3, p=0.2): IOC gap − twin "
+                         "gap = 2.5 [-0.7, 5.8], -1.4 [-4.1, 1.1], -1.5 [-4.5, 1.3], -3.4 [-6.9, 0.0], "
+                         "0.7 [-1.3, 2.8] points at offsets 0-4, not ≤ -9 (with BatchNorm: +2.4 to +4.3); "
+                         "range -3.4 to 2.5 widened by 3 points (~ the CI half-width)"),
         },
+        # Gaussian images (`slow`): measured with 3 trials at seed offsets 0-4.
+        "noisy_images_finding": Finding(
+            0.05, 0.40,
+            "smoke (n=1000 MNIST-shaped Gaussian images, 196 px, 3×128 ELU, no BatchNorm, Adam 1e-3): twin − IOC "
+            "at the twin's fit epoch = 18.0 [12.7, 23.3], 26.4 [13.6, 39.3], 23.9 [19.8, 28.0], 21.0 [14.4, 27.6], "
+            "23.0 [12.2, 33.8] points at offsets 0-4, not ≥ 45: slower, not flat. Range 18.0-26.4 widened by "
+            "~13 points (the largest CI half-width)"),
     },
-    "full": {  # the paper's CIFAR-10 MLP (3×800, BatchNorm, Adam); needs all 50,000 images
+    "full": {  # the paper's CIFAR-10 MLP width (3×800) and Adam 1e-4, the seed's model; all 50,000 images
         "dataset": "cifar10", "image_size": 32, "full_train_size": 50000,
         "n_train": None,
         "n_test": None,
         "depth": 3, "width": 800,
+        "batch_norm": False,  # as at smoke: the seed describes none
         "budget": train.TrainConfig(epochs=200, batch_size=64, optimizer="adam", lr=1e-4),
         "noise_levels": (0.2, 0.3, 0.4, 0.5),
         "segments": 5000,
         "trials": 3,
         "random_labels_finding": None,  # unverified here (needs a GPU and all 50,000 CIFAR-10 images)
+        "noisy_images_finding": None,
         "noisy_labels_finding": {},
     },
 }
@@ -115,6 +145,10 @@ PROTOCOL = {
 # figures and the card's name after a GPU run. "paper" tier: too big for the nightly's 2 h on 4 GPUs.
 COST = {
     "test_ioc_resists_random_labels_and_stays_convex": {
+        "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 2700, "peak_gib": 3, "measured_on": "estimate", "tier": "paper"},
+    },
+    "test_ioc_does_not_fit_noisy_images": {
         "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
         "full": {"gpu_s": 2700, "peak_gib": 3, "measured_on": "estimate", "tier": "paper"},
     },
@@ -137,7 +171,8 @@ def train_member(convex: bool, x, y, protocol, seed):
     """An IOC-MLP (convex) or its twin, trained on (x, y) under the protocol's budget (stops once
     it fits the labels)."""
     torch.manual_seed(seed)
-    model = IOCMLP(x[0].numel(), depth=protocol["depth"], width=protocol["width"], convex=convex).to(x.device)
+    model = IOCMLP(x[0].numel(), depth=protocol["depth"], width=protocol["width"], convex=convex,
+                   batch_norm=protocol["batch_norm"]).to(x.device)
     history = train.fit(model, x, y, protocol["budget"], seed=seed,
                         after_step=project_nonnegative if convex else None)
     return model, history
@@ -153,15 +188,59 @@ def seeds_for(seed: int, trials: int) -> list[int]:
     return [seed + 1000 * t for t in range(trials)]
 
 
+def describe(protocol, n_train: int) -> str:
+    norm = "+BN" if protocol["batch_norm"] else ""
+    return f"MLP {protocol['depth']}×{protocol['width']} ELU{norm}, {protocol['dataset']}, n={n_train}"
+
+
+def train_trio(x, labels, protocol, seed_t):
+    """The IOC-MLP, its twin (same seed: initialisation and batch order) and a second twin (another
+    seed), each trained on (x, labels)."""
+    return {name: train_member(convex, x, labels, protocol, run_seed) for name, convex, run_seed in
+            (("ioc", True, seed_t), ("twin", False, seed_t), ("twin2", False, seed_t + TWIN2_OFFSET))}
+
+
+def at_twin_fit_epoch(runs) -> dict[str, list]:
+    """Per trial: the epoch each twin fits its labels (its last epoch if it never does) and the
+    three members' train accuracies after that epoch."""
+    fit_epochs = [r["twin"][1].epochs_to_fit() or len(r["twin"][1].epochs) for r in runs]
+    return {"fit_epochs": fit_epochs,
+            **{name: [train_accuracy_at(r[name][1], e) for r, e in zip(runs, fit_epochs)]
+               for name in ("twin", "ioc", "twin2")}}
+
+
+def check_does_not_fit(claim, runs, protocol, what: str, tag: str, statement: str, finding):
+    """The comparative claim on noise the twin memorises ("flattens as compared to MLPs"), stated as
+    `statement`: twin − IOC train accuracy at the twin's fit epoch ≥ FLATTENS_BY; control: a second
+    twin in its place. Returns the per-trial numbers."""
+    trials = len(runs)
+    at = at_twin_fit_epoch(runs)
+    flattens = at_least(FLATTENS_BY)
+    ioc_final = [r["ioc"][1].final.train_accuracy for r in runs]
+    claim.record(f"{tag}: epochs the twin needs to fit {what}", float(np.mean(at["fit_epochs"])), trials=trials,
+                 per_trial=at["fit_epochs"])
+    claim.record(f"{tag}: IOC-MLP train accuracy on {what} at the twin's fit epoch",
+                 stats.mean_ci(at["ioc"], bounds=(0, 1)), unit="%", trials=trials, per_trial=at["ioc"])
+    claim.record(f"{tag}: IOC-MLP train accuracy on {what} after the whole budget "
+                 f"({protocol['budget'].epochs} epochs)", stats.mean_ci(ioc_final, bounds=(0, 1)), unit="%",
+                 trials=trials, per_trial=ioc_final, epochs_to_fit=[r["ioc"][1].epochs_to_fit() for r in runs])
+    claim.record(f"{tag}: second twin's train accuracy on {what} at the twin's fit epoch",
+                 stats.mean_ci(at["twin2"], bounds=(0, 1)), unit="%", trials=trials, per_trial=at["twin2"],
+                 twin2_epochs_to_fit=[r["twin2"][1].epochs_to_fit() for r in runs])
+    claim.control(f"{tag}: {what}: a second twin in place of the IOC-MLP: twin − second twin train accuracy at "
+                  "the twin's fit epoch", stats.mean_ci(np.subtract(at["twin"], at["twin2"])), flattens, unit="%",
+                  trials=trials)
+    claim.check(statement, stats.mean_ci(np.subtract(at["twin"], at["ioc"])), flattens, unit="%", trials=trials,
+                finding=finding, twin=at["twin"], ioc=at["ioc"], fit_epochs=at["fit_epochs"])
+    return at
+
+
 def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, claim, baseline):
     x_train, y_train, x_test, _ = prepare(protocol, device, seed)
     trials = protocol["trials"]
-    tag = f"MLP {protocol['depth']}×{protocol['width']} ELU+BN, {protocol['dataset']}, n={len(x_train)}"
-    runs = []
-    for seed_t in seeds_for(seed, trials):
-        labels, _ = data.corrupt_labels(y_train, 1.0, seed=seed_t + 1)
-        runs.append({name: train_member(convex, x_train, labels, protocol, run_seed) for name, convex, run_seed in
-                     (("ioc", True, seed_t), ("twin", False, seed_t), ("twin2", False, seed_t + TWIN2_OFFSET))})
+    tag = describe(protocol, len(x_train))
+    runs = [train_trio(x_train, data.corrupt_labels(y_train, 1.0, seed=seed_t + 1)[0], protocol, seed_t)
+            for seed_t in seeds_for(seed, trials)]
     assert count_parameters(runs[0]["ioc"][0]) == count_parameters(runs[0]["twin"][0])
 
     # (a) the projection keeps the constraint through training (in every run).
@@ -188,28 +267,11 @@ def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, clai
     claim.control(f"{tag}: the twin's logits are midpoint-convex (violations)", violations["twin"], no_violation,
                   trials=trials, checked=checked)
 
-    # (c) random labels, at the epoch each twin fits them.
-    fit_epochs = [r["twin"][1].epochs_to_fit() or len(r["twin"][1].epochs) for r in runs]
-    twin_at = [train_accuracy_at(r["twin"][1], e) for r, e in zip(runs, fit_epochs)]
-    ioc_at = [train_accuracy_at(r["ioc"][1], e) for r, e in zip(runs, fit_epochs)]
-    twin2_at = [train_accuracy_at(r["twin2"][1], e) for r, e in zip(runs, fit_epochs)]
-    flattens = at_least(FLATTENS_BY)
-    behind = stats.mean_ci(np.subtract(twin_at, ioc_at))
-    behind_control = stats.mean_ci(np.subtract(twin_at, twin2_at))
-    ioc_final = [r["ioc"][1].final.train_accuracy for r in runs]
-    claim.record(f"{tag}: epochs the twin needs to fit random labels", float(np.mean(fit_epochs)), trials=trials,
-                 per_trial=fit_epochs)
-    claim.record(f"{tag}: IOC-MLP train accuracy on random labels at the twin's fit epoch",
-                 stats.mean_ci(ioc_at, bounds=(0, 1)), unit="%", trials=trials, per_trial=ioc_at)
-    claim.record(f"{tag}: IOC-MLP train accuracy on random labels after the whole budget "
-                 f"({protocol['budget'].epochs} epochs)", stats.mean_ci(ioc_final, bounds=(0, 1)), unit="%",
-                 trials=trials, per_trial=ioc_final, epochs_to_fit=[r["ioc"][1].epochs_to_fit() for r in runs])
-    claim.record(f"{tag}: second twin's train accuracy at the twin's fit epoch", stats.mean_ci(twin2_at, bounds=(0, 1)),
-                 unit="%", trials=trials, per_trial=twin2_at,
-                 twin2_epochs_to_fit=[r["twin2"][1].epochs_to_fit() for r in runs])
+    # (c) random labels, at the epoch each twin fits them (the baseline first: the claim may fail).
+    at = at_twin_fit_epoch(runs)
     baseline.check({
-        "twin_fit_epochs": trajectory(fit_epochs, "epochs until each twin fits the random labels"),
-        "ioc_train_at_fit": trajectory(ioc_at, "IOC train accuracy at the twin's fit epoch (a training outcome)"),
+        "twin_fit_epochs": trajectory(at["fit_epochs"], "epochs until each twin fits the random labels"),
+        "ioc_train_at_fit": trajectory(at["ioc"], "IOC train accuracy at the twin's fit epoch (a training outcome)"),
         "ioc_min_weight": trajectory(ioc_min, "smallest constrained weight after training"),
         "twin_min_weight": trajectory(twin_min, "smallest corresponding weight of the twin"),
         "ioc_violations": exact(violations["ioc"], "convexity violations: 0 by construction"),
@@ -217,25 +279,38 @@ def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, clai
                                         "midpoint-convexity violation rate of trained MLPs"),
         "ioc_train_loss": trajectory(runs[0]["ioc"][1].column("train_loss"), "train-loss curve of trial 0"),
     })
-    claim.control(f"{tag}: a second twin in place of the IOC-MLP: twin − second twin train accuracy at the "
-                  "twin's fit epoch", behind_control, flattens, unit="%", trials=trials)
-    claim.check(f"{tag}: random labels: twin − IOC-MLP train accuracy at the epoch the twin fits them",
-                behind, flattens, unit="%", trials=trials, finding=protocol["random_labels_finding"],
-                twin=twin_at, ioc=ioc_at, fit_epochs=fit_epochs)
+    check_does_not_fit(claim, runs, protocol, "random labels", tag,
+                       f"{tag}: random labels: twin − IOC-MLP train accuracy at the epoch the twin fits them",
+                       protocol["random_labels_finding"])
 
 
-def gap_scores(train_hits, test_hits) -> np.ndarray:
-    """Per-image scores over train ∪ test images whose mean is train accuracy − test accuracy (the
-    generalisation gap), so that `stats.trials_ci` resamples trials and both image sets at once."""
-    n_train, n_test = train_hits.shape[-1], test_hits.shape[-1]
-    total = n_train + n_test
-    return np.concatenate([train_hits * (total / n_train), -test_hits * (total / n_test)], axis=-1)
+@pytest.mark.slow
+def test_ioc_does_not_fit_noisy_images(device, protocol, seed, claim, baseline):
+    """Seed 002: "IOC-NNs do not fit noisy images as compared to MLPs which approach 0 training
+    loss". Noisy images: i.i.d. Gaussian pixels with the data's per-channel mean and std, one fresh
+    draw per trial, under the true labels (Zhang et al.'s Gaussian images; the seed's "Gaussian Noise
+    (Image independent noise)"), which then carry no information about the image. The claim and its
+    control are those of random labels: twin − IOC train accuracy at the twin's fit epoch."""
+    x_train, y_train, _, _ = prepare(protocol, device, seed)
+    tag = describe(protocol, len(x_train))
+    runs = [train_trio(data.gaussian_images(x_train, seed=seed_t + 1), y_train, protocol, seed_t)
+            for seed_t in seeds_for(seed, protocol["trials"])]
+    at = at_twin_fit_epoch(runs)
+    baseline.check({
+        "twin_fit_epochs": trajectory(at["fit_epochs"], "epochs until each twin fits the Gaussian images"),
+        "ioc_train_at_fit": trajectory(at["ioc"], "IOC train accuracy at the twin's fit epoch (a training outcome)"),
+        "twin2_train_at_fit": trajectory(at["twin2"], "second twin's train accuracy at the twin's fit epoch"),
+    })
+    check_does_not_fit(claim, runs, protocol, "Gaussian images", tag,
+                       f"{tag}: noisy (Gaussian) images: "
+                       "twin − IOC-MLP train accuracy at the epoch the twin fits the images",
+                       protocol["noisy_images_finding"])
 
 
 def test_ioc_has_smaller_generalization_gap_under_label_noise(device, protocol, seed, claim, baseline):
     x_train, y_train, x_test, y_test = prepare(protocol, device, seed)
     trials = protocol["trials"]
-    tag = f"MLP {protocol['depth']}×{protocol['width']} ELU+BN, {protocol['dataset']}, n={len(x_train)}"
+    tag = describe(protocol, len(x_train))
     # The control (a second twin) runs at the lowest noise level only: there the region's edge
     # (−ROBUST_BY · p) is nearest to 0, so that is where a same-model comparison could reach it.
     control_p = min(protocol["noise_levels"])
@@ -251,7 +326,7 @@ def test_ioc_has_smaller_generalization_gap_under_label_noise(device, protocol, 
                 hits[name][1].append(stats.to_numpy(train.evaluate(model, x_test, y_test)[2], float))
         for name, (train_hits, test_hits) in hits.items():
             train_hits, test_hits = np.stack(train_hits), np.stack(test_hits)
-            scores[p, name] = gap_scores(train_hits, test_hits)
+            scores[p, name] = stats.generalization_gap_scores(train_hits, test_hits)
             numbers[f"p{p}_{name}_train"] = float(train_hits.mean())
             numbers[f"p{p}_{name}_test"] = float(test_hits.mean())
     # Test accuracy: a draw of n test images (binomial). Train accuracy on noisy labels: how far the

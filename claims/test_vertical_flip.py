@@ -17,7 +17,8 @@ trials and the test images (`stats.trials_ci`) unless said otherwise.
            half the plain one's (Fig. 2); control: the augmented model (full scale; recorded at smoke).
   claim 4  §2.1.2 "some classes are more easily recognizable when flipped than the others ... This is
            the case for: airplanes, frogs": both rank in the top 2 least-degraded classes (per-class
-           accuracy drop), at every scale. Not reproduced at smoke: a registered finding.
+           accuracy drop). Asserted at full scale only (the seed's width-64 model); recorded at smoke,
+           whose weak model (≈ 50 %) cannot decide it (see PROTOCOL).
   claim 5  §2.2 training on original + flipped images "to alleviate this issue": the flip gap of the
            augmented model is within ±5 points of 0 (equivalence); control: the plain model.
   check    the horizontal flip (no seed claim; CIFAR-10 is nearly left-right symmetric) costs within
@@ -34,7 +35,7 @@ import torch
 from dlclaims import data, stats, train
 from dlclaims.baselines import binomial, trajectory
 from dlclaims.models.conv4 import Conv4
-from dlclaims.verdict import Finding, at_least, at_most, equivalent
+from dlclaims.verdict import at_least, at_most, equivalent
 
 SOURCE = "Assaraf 2021, HW0 §2, Figures 2-4 (seed 003)"
 
@@ -93,16 +94,17 @@ PROTOCOL = {
         # to 0.30 across offsets 0-4 (plain late gain 3-9 points): trial 0's ratio is recorded.
         "seed_protocol": (),  # training sets whose protocol is the seed's: claim 2 is asserted there
         "assert_dynamics": False,
-        # Claim 4 at smoke, measured at seed offsets 0-4 (worse of the two ranks, 1 = least degraded,
-        # from the trial-mean per-class drops): 5, 4, 6, 6, 6 (bootstrap CIs [3, 6] / [4, 6]); cat,
-        # airplane and bird lead at every offset. Not a budget artefact we could trade away: 6,000
-        # images × 15 epochs (same compute, 53.8 % test accuracy, one trial) ranked frog 6th too.
-        "least_degraded_finding": Finding(
-            3, 7,
-            "smoke (width 8, 3,000 images, 30 epochs, 3 trials): frog ranks 4th-6th by per-class accuracy drop "
-            "at seed offsets 0-4 (14.6-19.4 points; airplane 1st-2nd, 2.9-8.1; cat, airplane, bird lead): worse "
-            "rank 4-6, registered as 3-7 (± one rank, about the CI half-width); seed §2.1.2: airplanes and frogs "
-            "are the least degraded"),
+        # Claim 4 is recorded here and asserted at full scale only: the seed's ranking is a property of
+        # its 85.8 % model, and no CPU-affordable model is stable enough to decide it. Smoke, at seed
+        # offsets 0-4 (worse of the two ranks, 1 = least degraded, from the trial-mean per-class drops):
+        # 5, 4, 6, 6, 6 (bootstrap CIs [3, 6] / [4, 6]); frog's drop 14.6-19.4 points, airplane 1st-2nd
+        # (2.9-8.1); cat, airplane and bird lead at every offset. A stronger CPU model (issue 18, one-off,
+        # width 16, 10,000 images, 15 epochs, ≈ 110 CPU-s per model) gave frog 1st / airplane 2nd in one
+        # trial (61.3 % test accuracy) and frog 3rd / airplane 6th in the next (42.9 %: a constant lr 0.1
+        # ends wherever its last epoch lands), so ranks swing with the run; 3 trials × 5 offsets of it
+        # (≈ 28 CPU-min) could still not be expected to decide a top-2 rank. Earlier: 6,000 images ×
+        # 15 epochs at width 8 (53.8 %, one trial) ranked frog 6th.
+        "assert_least_degraded": False,
     },
     "full": {  # the seed's protocol: Conv-4 width 64, batch 64, SGD lr 0.1 constant, 80 epochs
         # "50k": the seed's training set; "20k-available": the 20,000 images of the offline
@@ -120,6 +122,7 @@ PROTOCOL = {
         "late_epochs": 15,
         "seed_protocol": ("50k",),  # the 20,000-image variant records the seed's numbers (2.5× fewer images)
         "assert_dynamics": True,
+        "assert_least_degraded": True,  # the seed's model (width 64, 85.8 %): the protocol its Fig. 3 describes
         "least_degraded_finding": None,  # not measured at this scale
     },
 }
@@ -171,6 +174,21 @@ def worse_rank_statistic(named: list[int], num_classes: int = data.NUM_CLASSES):
     return statistic
 
 
+def least_degraded_rank(plain_hits: np.ndarray, flipped_hits: np.ndarray, labels: np.ndarray, seed: int):
+    """Bootstrap CI (`stats.trials_ci`) of the worse rank of the LEAST_DEGRADED classes by per-class
+    accuracy drop, from (trials, n) hits on the test set and its vertical flip."""
+    trials, n = plain_hits.shape
+    names = data.SPECS["cifar10"].class_names
+    named = [names.index(c) for c in LEAST_DEGRADED]
+    indicators = [np.broadcast_to((labels == c).astype(float), (trials, n)) for c in range(data.NUM_CLASSES)]
+    per_image_drop = plain_hits - flipped_hits
+    # `trials_ci` resamples each arm's trials on its own: the classes' drops lose their common
+    # trial-to-trial shift (a more or less robust run), so this rank CI is wider than a bootstrap
+    # that resampled the same trials for every class (conservative: more often inconclusive).
+    return stats.trials_ci(*[per_image_drop * ind for ind in indicators], *indicators,
+                           statistic=worse_rank_statistic(named), seed=seed)
+
+
 def train_trial(arm: str, x_train, y_train, x_test, y_test, curve, protocol, device, seed: int, curves: bool):
     """Train one Conv-4 (`arm`: "plain" or "original + flipped"); return its history (per-epoch curves
     on the plain and flipped test subset when `curves`) and its test hits per transform."""
@@ -181,10 +199,12 @@ def train_trial(arm: str, x_train, y_train, x_test, y_test, curve, protocol, dev
         augment = flip_random_half
     torch.manual_seed(seed)
     model = Conv4(protocol["width"]).to(device, memory_format=torch.channels_last)
-    x_curve, y_curve = x_test[curve], y_test[curve]
     # The flipped curve goes in as `holdout`: recorded per epoch, never used to select (no
     # patience, no restore_best).
-    watch = dict(test=(x_curve, y_curve), holdout=(data.flip_vertical(x_curve), y_curve)) if curves else {}
+    watch = {}
+    if curves:
+        x_curve, y_curve = x_test[curve], y_test[curve]
+        watch = dict(test=(x_curve, y_curve), holdout=(data.flip_vertical(x_curve), y_curve))
     history = train.fit(model, x_train, y_train, protocol["budget"], seed=seed, augment=augment, **watch)
     transforms = {"plain": lambda x: x, "vertical": data.flip_vertical}
     if arm == "plain":
@@ -346,15 +366,14 @@ def test_vertical_flip_collapse(training_set, device, scale, protocol, seed, cla
     for c, name in enumerate(class_names):
         claim.record(f"{tag}: {name} accuracy, test → vertically flipped", -class_drop[c], unit="%", trials=T,
                      test=plain_per_class[c], flipped=flipped_per_class[c], rank_least_degraded=int(class_rank[c]))
-    named = [class_names.index(c) for c in LEAST_DEGRADED]
-    indicators = [np.broadcast_to((labels == c).astype(float), (T, n)) for c in range(data.NUM_CLASSES)]
-    per_image_drop = plain["plain"] - plain["vertical"]
-    # `trials_ci` resamples each arm's trials on its own: the classes' drops lose their common
-    # trial-to-trial shift (a more or less robust run), so this rank CI is wider than a bootstrap
-    # that resampled the same trials for every class (conservative: more often inconclusive).
-    rank = stats.trials_ci(*[per_image_drop * ind for ind in indicators], *indicators,
-                           statistic=worse_rank_statistic(named), seed=seed)
-    claim.check(f"{tag}, vertical flip: airplane and frog both rank in the top {TOP_K} least-degraded classes "
-                "(worse of their ranks by per-class accuracy drop)", rank, at_most(TOP_K),
-                paper="airplane, frog (§2.1.2, Fig. 3)", trials=T, finding=protocol["least_degraded_finding"],
-                ranks={name: int(class_rank[c]) for c, name in zip(named, LEAST_DEGRADED)})
+    rank = least_degraded_rank(plain["plain"], plain["vertical"], labels, seed)
+    statement = (f"{tag}, vertical flip: airplane and frog both rank in the top {TOP_K} least-degraded classes "
+                 "(worse of their ranks by per-class accuracy drop)")
+    ranks = {name: int(class_rank[class_names.index(name)]) for name in LEAST_DEGRADED}
+    if protocol["assert_least_degraded"]:
+        claim.check(statement, rank, at_most(TOP_K), paper="airplane, frog (§2.1.2, Fig. 3)", trials=T,
+                    finding=protocol["least_degraded_finding"], ranks=ranks)
+    else:
+        claim.record(statement + " (asserted at full scale only)", rank, paper="airplane, frog (§2.1.2, Fig. 3)",
+                     trials=T, ranks=ranks)
+

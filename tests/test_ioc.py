@@ -15,20 +15,34 @@ from dlclaims.models.ioc import (
 )
 
 
-def test_twin_has_the_same_architecture_and_parameter_count():
-    ioc, twin = IOCMLP(20, depth=3, width=16), IOCMLP(20, depth=3, width=16, convex=False)
-    reference = MLP(20, depth=3, width=16, activation=nn.ELU, batch_norm=True)
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_twin_has_the_same_architecture_and_parameter_count(batch_norm):
+    ioc = IOCMLP(20, depth=3, width=16, batch_norm=batch_norm)
+    twin = IOCMLP(20, depth=3, width=16, convex=False, batch_norm=batch_norm)
+    reference = MLP(20, depth=3, width=16, activation=nn.ELU, batch_norm=batch_norm)
     assert count_parameters(ioc) == count_parameters(twin) == count_parameters(reference)
     assert [type(m) for m in ioc.modules()][1:] == [type(m) for m in reference.modules()][1:]
 
 
-def test_constrained_parameters_are_later_linear_weights_and_later_batchnorm_scales():
+def test_the_default_is_the_seeds_model_linear_and_elu_without_batchnorm():
+    assert {type(m) for m in IOCMLP(20, depth=2, width=8).modules()} == {IOCMLP, nn.Sequential, nn.Flatten,
+                                                                         nn.Linear, nn.ELU}
+
+
+def test_constrained_parameters_are_later_linear_weights():
     model = IOCMLP(20, depth=2, width=8)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert {id(p) for p in model.constrained_parameters()} == {id(linears[1].weight), id(linears[2].weight)}
+    assert IOCMLP(20, depth=2, width=8, convex=False).constrained_parameters() == []
+
+
+def test_with_batchnorm_the_scales_after_later_linears_are_constrained_too():
+    model = IOCMLP(20, depth=2, width=8, batch_norm=True)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
     expected = {id(linears[1].weight), id(norms[1].weight), id(linears[2].weight)}
     assert {id(p) for p in model.constrained_parameters()} == expected
-    assert IOCMLP(20, depth=2, width=8, convex=False).constrained_parameters() == []
+    assert IOCMLP(20, depth=2, width=8, convex=False, batch_norm=True).constrained_parameters() == []
 
 
 def test_projection_maps_negative_weights_to_exp_w_minus_5_and_keeps_the_rest():
@@ -79,11 +93,13 @@ def test_midpoint_checker_on_known_functions(fn, convex):
     assert (violations.sum() == 0) == convex
 
 
-def test_ioc_mlp_is_convex_in_eval_mode_and_twin_is_not():
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_ioc_mlp_is_convex_in_eval_mode_and_twin_is_not(batch_norm):
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(128, 5, generator=gen), torch.randint(0, 10, (128,), generator=gen)
     config = train.TrainConfig(epochs=5, batch_size=32, optimizer="adam", lr=0.01)
-    ioc, twin = IOCMLP(5, depth=2, width=32), IOCMLP(5, depth=2, width=32, convex=False)
+    ioc = IOCMLP(5, depth=2, width=32, batch_norm=batch_norm)
+    twin = IOCMLP(5, depth=2, width=32, convex=False, batch_norm=batch_norm)
     train.fit(ioc, x, y, config, seed=0, after_step=project_nonnegative)
     train.fit(twin, x, y, config, seed=0)
     a, b = torch.randn(300, 5, generator=gen), torch.randn(300, 5, generator=gen)

@@ -55,3 +55,21 @@ def test_class_permutation_interval_is_the_null_of_an_uninformed_predictor():
     # A predictor that knows the labels is far outside it.
     informed = np.where(rng.random(labels.size) < 0.9, labels, 0)
     assert np.mean(informed == labels) > stats.class_permutation_interval(informed, labels, 0.99, seed=0)[1]
+
+
+def test_generalization_gap_scores_average_to_train_minus_test_accuracy():
+    rng = np.random.default_rng(2)
+    train_hits = (rng.random((3, 40)) < 0.9).astype(float)  # 3 runs × 40 train images
+    test_hits = (rng.random((3, 100)) < 0.6).astype(float)  # the same runs × 100 test images
+    scores = stats.generalization_gap_scores(train_hits, test_hits)
+    assert scores.shape == (3, 140)
+    gaps = train_hits.mean(axis=1) - test_hits.mean(axis=1)
+    np.testing.assert_allclose(scores.mean(axis=1), gaps)
+    gap = stats.trials_ci(scores, seed=0)
+    assert gap.value == pytest.approx(gaps.mean()) and gap.lo < gap.value < gap.hi and gap.n == 140
+    # Two models' gaps on the same images: the difference of their gaps, paired over the images.
+    other = stats.generalization_gap_scores(np.ones((3, 40)), test_hits)
+    difference = stats.trials_ci(other, scores, seed=0)
+    assert difference.value == pytest.approx(1 - train_hits.mean())
+    with pytest.raises(ValueError):  # a gap scored on other images cannot be paired
+        stats.trials_ci(stats.generalization_gap_scores(train_hits, test_hits[:, :50]), scores)

@@ -190,6 +190,21 @@ def trials_ci(*arms, statistic: Callable[..., float] | None = None, n_boot: int 
                     f"hierarchical bootstrap×{n_boot} (trials {shape} × {n} test images)", level)
 
 
+def generalization_gap_scores(train_scores, test_scores) -> np.ndarray:
+    """Per-image scores over the train ∪ test images whose mean is mean(train) − mean(test).
+
+    `trials_ci` needs every arm scored on the same images; a generalisation gap (train accuracy −
+    test accuracy) draws on two image sets of different sizes. Each run's n_train train scores are
+    weighted by (n_train + n_test) / n_train and its n_test test scores by −(n_train + n_test) / n_test,
+    side by side: (trials, n_train + n_test). `trials_ci` on the result (or on two such arms built
+    from the same images) then resamples the trials and the train and test images together.
+    """
+    train_scores, test_scores = to_numpy(train_scores, float), to_numpy(test_scores, float)
+    n_train, n_test = train_scores.shape[-1], test_scores.shape[-1]
+    total = n_train + n_test
+    return np.concatenate([train_scores * (total / n_train), -test_scores * (total / n_test)], axis=-1)
+
+
 def trial_count(*arms) -> int:
     """The fewest independent training runs among the arms (what `verdict.decide` needs as `trials`)."""
     return min(np.atleast_2d(to_numpy(a)).shape[0] for a in arms)
