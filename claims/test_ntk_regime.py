@@ -16,8 +16,11 @@ initialisations per width (seeds seed + 1000·t). f_ntk is kernel regression wit
            and it falls with width (per trial: slope of log gap on log width, < 0).
            Control: the width-16 nets do not match (their gap lands above MATCHES).
   claim 2  the empirical NTK moves during training at width 16: ‖Θ̂_T − Θ̂_0‖ / ‖Θ̂_0‖ ≥ LEAVES_KERNEL,
-           and the move shrinks with width (slope < 0). Control: the widest nets' kernels do not move
-           that much.
+           and the move shrinks with width (slope < 0, over the same widths as claim 1's slope). Control:
+           the widest nets' kernels do not move that much.
+  Precondition of both controls (asserted, not a claim): every net, width 16 included, fits its training
+  targets (relative train residual ≤ MATCHES, the gap on the training images, where f_ntk = Y), so the
+  width-16 held-out gap is not under-training.
 `test_random_features_worse_than_exact_cntk` (claim 3): see its docstring.
 """
 
@@ -29,7 +32,7 @@ from dlclaims.baselines import binomial, conditioned, spread
 from dlclaims.cntk import cntk_predictions
 from dlclaims.finite_ntk import AntisymmetricPair, FullyConnectedNTKNet, empirical_ntk, ntk_regression
 from dlclaims.models.vanilla_cnn import VanillaCNN
-from dlclaims.verdict import at_least, at_most
+from dlclaims.verdict import Finding, at_least, at_most
 
 SOURCE = "Arora et al. 2019, Theorem 3.2 and §1 (seed 004)"
 
@@ -38,7 +41,19 @@ SOURCE = "Arora et al. 2019, Theorem 3.2 and §1 (seed 004)"
 # held-out predictions (the net's predicted class then agrees with the kernel's on nearly every image:
 # recorded). The gap must also fall with width: "→ 0 as width grows" (Theorem 3.2's m ≥ poly(1/ε)).
 MATCHES = 0.10
+# Both "falls with width" slopes (gap, kernel move) are fitted over the same widths: PROTOCOL's `widths`, without
+# the control width, which is judged on its own (its nets are the controls' arm, not a point of the trend).
 FALLS = at_most(0.0)  # slope of log(gap) (or log(kernel move)) on log(width): negative
+# The control reads a large held-out gap at the control width as a different function, not as under-training:
+# on the training images, where f_ntk(X) = Y (the kernel interpolant), the same nets must match it, i.e. their
+# relative train residual ‖f_nn(X) − Y‖/‖Y‖ (the gap on the training images) is within MATCHES at every width.
+PARITY_CLASSES = 2  # odd/even MNIST digits, one-hot targets
+# Claim 3. "Much worse performance on CIFAR" (Arora et al. §1): the seed's only size for the gap between the
+# exact kernels and earlier approximate ones is "10% higher than the methods reported in [Novak et al., 2019]"
+# (CNTK-GAP 77.43 % vs Novak et al.'s Monte-Carlo estimated kernels, seed 004 §1 and §6). We read "much worse" as
+# at least half that gap: exact − random-feature accuracy ≥ 5 points, fixed before measuring (the previous
+# revision asserted the direction only, ≥ 0).
+MUCH_WORSE = 0.05
 # Claim 2. "Finite width networks can deviate from the kernel regime": the kernel regime is a fixed
 # kernel (Θ̂_T = Θ̂_0). We read "deviate" as a move of the empirical NTK by at least 10 % of its norm
 # during training: as large as the whole tolerance we allow for "equivalent" in claim 1.
@@ -81,6 +96,14 @@ PROTOCOL = {
             "widths": (32, 128),
             "draws": 3,
             "kernel_dtype": torch.float32,
+            # width → Finding (offsets 0-4) where "much worse" is not reproduced. Width 32: +2.6…+6.3 points at
+            # offsets 0-4, inconclusive at each (no finding). Width 128: +0.3…+2.5, CI below 5 points at offsets
+            # 2-4 (range widened by ~1.3 points on either side).
+            "findings": {128: Finding(-0.01, 0.04, "the Monte-Carlo CNTK of one width-128 CNN (depth 3, CIFAR-10 "
+                                      "8×8, 200 train images) is only +0.3…+2.5 points below the exact CNTK-V at "
+                                      "offsets 0-4 (CI upper ends 3.1-4.9 points at offsets 2-4), not 5 or more: at "
+                                      "this size the approximation is close; the gap shrinks with width (width 32: "
+                                      "+2.6…+6.3)")},
         },
     },
     "full": {
@@ -103,6 +126,7 @@ PROTOCOL = {
             "widths": (32, 128, 512),
             "draws": 3,
             "kernel_dtype": torch.float64,
+            "findings": {},  # not measured at full scale
         },
     },
 }
@@ -119,46 +143,27 @@ COST = {
         "full": {"gpu_s": 1500, "peak_gib": 30, "measured_on": "estimate"},
     },
 }
-PARITY_CLASSES = 2
-
-
-def unit_norm_mnist(device, seed: int, image_size: int, n_train: int, n_test: int):
-    """Class-balanced MNIST, centred by the training images' mean image and scaled to unit norm (Theorem
-    3.2 assumes ‖x‖ = 1; centring removes the common direction that would dominate the kernel and
-    slow gradient descent), with odd/even labels."""
-    x_train, y_train, x_test, y_test = data.prepare("mnist", device=device, seed=seed, n_train=n_train,
-                                                    n_test=n_test, image_size=image_size)
-    centre = x_train.flatten(1).mean(dim=0)
-
-    def unit(x):
-        x = x.flatten(1) - centre
-        return x / x.norm(dim=1, keepdim=True)
-
-    return unit(x_train), y_train % 2, unit(x_test), y_test % 2
-
-
-def log_slope(widths, values) -> float:
-    """Least-squares slope of log(value) on log(width)."""
-    return float(np.polyfit(np.log(widths), np.log(values), 1)[0])
 
 
 def test_gd_trained_net_matches_ntk_regression(device, protocol, seed, claim, baseline):
     spec = protocol["regime"]
-    x_train, y_train, x_test, y_test = unit_norm_mnist(device, seed, spec["image_size"], spec["n_train"],
-                                                       spec["n_test"])
+    # Theorem 3.2 assumes ‖x‖ = 1; centring removes the common direction that would dominate the kernel and slow GD.
+    x_train, digits_train, x_test, digits_test = data.prepare("mnist", device=device, seed=seed,
+                                                              n_train=spec["n_train"], n_test=spec["n_test"],
+                                                              image_size=spec["image_size"])
+    x_train, x_test = data.centred_unit_norm(x_train, x_test)
+    y_train, y_test = digits_train % PARITY_CLASSES, digits_test % PARITY_CLASSES
     n, d = x_train.shape
     targets = torch.nn.functional.one_hot(y_train, PARITY_CLASSES).double()
     k_train = linear.fully_connected_relu_ntk(x_train, x_train)
     k_test = linear.fully_connected_relu_ntk(x_test, x_train)
-    f_ntk = k_test @ torch.stack([linear.kernel_interpolant(k_train, targets[:, c])
-                                  for c in range(PARITY_CLASSES)], dim=1)
+    f_ntk = k_test @ linear.kernel_interpolant(k_train, targets)
     eig = torch.linalg.eigvalsh(k_train)
     lr = spec["rate"] * n * PARITY_CLASSES / (2 * float(eig[-1]))
     steps, trials = spec["steps"], spec["trials"]
     # The analytic kernel's own gradient descent after `steps` (train.fit's loss is the mean over n·C
     # squared errors: kernel GD on (1/2n)Σ(f − y)² with step 2·lr/C): how far `steps` is from the limit.
-    truncated = k_test @ torch.stack([linear.kernel_gradient_descent(
-        k_train, targets[:, c], lr=2 * lr / PARITY_CLASSES, steps=steps) for c in range(PARITY_CLASSES)], dim=1)
+    truncated = k_test @ linear.kernel_gradient_descent(k_train, targets, lr=2 * lr / PARITY_CLASSES, steps=steps)
     truncation = linear.relative_distance(truncated, f_ntk)
     config = train.TrainConfig(epochs=steps, batch_size=n, optimizer="sgd", lr=lr, momentum=0.0, loss="mse",
                                stop_at_train_accuracy=None, log_every=None)
@@ -189,9 +194,6 @@ def test_gd_trained_net_matches_ntk_regression(device, protocol, seed, claim, ba
     tag = (f"one-hidden-layer ReLU net (NTK parameterisation, antisymmetric pair), full-batch GD {steps} steps, "
            f"MNIST {spec['image_size']}×{spec['image_size']} unit-norm, odd/even, n_train={n}, {n_test} held-out")
 
-    def over_trials(values):
-        return stats.mean_ci(values)
-
     # Baselines before any claim: float32 training, so the seed-to-seed sd of each mean sets the tolerance.
     numbers = {"lr": conditioned(lr, float(eig[-1] / eig[0]), "step from the analytic kernel's top eigenvalue"),
                "truncation": conditioned(truncation, float(eig[-1] / eig[0]) * steps, "float64 kernel GD")}
@@ -206,33 +208,45 @@ def test_gd_trained_net_matches_ntk_regression(device, protocol, seed, claim, ba
     claim.record(f"{tag}: analytic NTK's own GD after {steps} steps vs its limit (relative gap)", truncation,
                  condition_number=float(eig[-1] / eig[0]), lr=lr)
     for i, width in enumerate(widths):
-        claim.record(f"{tag}: width {width}: relative prediction gap ‖f_nn − f_ntk‖/‖f_ntk‖", over_trials(gap[i]),
+        claim.record(f"{tag}: width {width}: relative prediction gap ‖f_nn − f_ntk‖/‖f_ntk‖", stats.mean_ci(gap[i]),
                      trials=trials, per_trial=gap[i].tolist(),
-                     class_agreement=agreement[i].tolist(), train_residual=train_residual[i].tolist(),
+                     class_agreement=agreement[i].tolist(),
                      kernel_error_at_init=init_error[i].tolist())
         claim.record(f"{tag}: width {width}: relative move of the empirical NTK during training",
-                     over_trials(kernel_move[i]), trials=trials, per_trial=kernel_move[i].tolist())
+                     stats.mean_ci(kernel_move[i]), trials=trials, per_trial=kernel_move[i].tolist())
 
-    main = slice(1, None)
+    main = slice(1, None)  # the trend's widths: PROTOCOL's `widths` (the control width apart)
     widest = widths[-1]
+    # Precondition of the controls (not a seed claim): every net fits its training targets, so the control width's
+    # held-out gap is not under-training (on the training images f_ntk = Y, so this is the gap there).
+    assert train_residual.max() <= MATCHES, (
+        f"a net does not fit its training targets (relative train residual {train_residual.max():.3g} > {MATCHES}): "
+        f"per width {dict(zip(widths, train_residual.max(axis=1).round(4).tolist()))}")
+    for i, width in enumerate(widths):
+        claim.record(f"{tag}: width {width}: relative train residual ‖f_nn(X) − Y‖/‖Y‖ (the gap on the training "
+                     f"images; all ≤ {MATCHES:g})", stats.mean_ci(train_residual[i]), trials=trials,
+                     per_trial=train_residual[i].tolist())
     matches = at_most(MATCHES)
     claim.check(f"{tag}: width {widest}: the trained net matches NTK regression (relative prediction gap)",
-                over_trials(gap[-1]), matches, trials=trials, theorem="Arora et al. Theorem 3.2",
+                stats.mean_ci(gap[-1]), matches, trials=trials, theorem="Arora et al. Theorem 3.2",
                 class_agreement=agreement[-1].tolist())
     claim.check(f"{tag}: the prediction gap falls with width (slope of log gap on log width, widths "
-                f"{widths[main]})", over_trials([log_slope(widths[main], gap[main, t]) for t in range(trials)]),
-                FALLS, trials=trials)
+                f"{widths[main]})",
+                stats.mean_ci([linear.log_log_slope(widths[main], gap[main, t]) for t in range(trials)]), FALLS,
+                trials=trials)
     claim.control(f"{tag}: width {widths[0]}: the trained net matches NTK regression (relative prediction gap)",
-                  over_trials(gap[0]), matches, trials=trials)
+                  stats.mean_ci(gap[0]), matches, trials=trials)
 
     leaves = at_least(LEAVES_KERNEL)
     claim.check(f"{tag}: width {widths[0]}: the empirical NTK moves during training (leaves the kernel regime)",
-                over_trials(kernel_move[0]), leaves, trials=trials, source="seed 004 (practical's slides)")
-    claim.check(f"{tag}: the kernel's move shrinks with width (slope of log move on log width, widths {widths})",
-                over_trials([log_slope(widths, kernel_move[:, t]) for t in range(trials)]), FALLS, trials=trials,
+                stats.mean_ci(kernel_move[0]), leaves, trials=trials, source="seed 004 (practical's slides)")
+    claim.check(f"{tag}: the kernel's move shrinks with width (slope of log move on log width, widths "
+                f"{widths[main]})",
+                stats.mean_ci([linear.log_log_slope(widths[main], kernel_move[main, t]) for t in range(trials)]),
+                FALLS, trials=trials,
                 source="seed 004 (practical's slides)")
     claim.control(f"{tag}: width {widest}: the empirical NTK moves during training (leaves the kernel regime)",
-                  over_trials(kernel_move[-1]), leaves, trials=trials, source="seed 004 (practical's slides)")
+                  stats.mean_ci(kernel_move[-1]), leaves, trials=trials, source="seed 004 (practical's slides)")
 
 
 def test_random_features_worse_than_exact_cntk(device, protocol, seed, claim, baseline):
@@ -247,10 +261,10 @@ def test_random_features_worse_than_exact_cntk(device, protocol, seed, claim, ba
     φ(x) = ∂f(x; θ₀)/∂θ (`finite_ntk.ntk_regression`). Its expectation over θ₀ is the CNTK-V
     (`dlclaims.cntk`, same depth); the randomness is the draw θ₀ (`draws` draws per width, seeds
     seed + 1000·t). Both classifiers: Arora et al.'s kernel regression (one-hot − 0.1 targets).
-      claim    exact − random-feature test accuracy ≥ 0 at each width (paired: the same test images;
-               CI: hierarchical bootstrap over the draws and the test images). "Much worse" has no
-               number in the seed: the direction is asserted, the size recorded.
-      control  a CNTK-V fitted to shuffled training labels − the widest random features (below 0).
+      claim    exact − random-feature test accuracy ≥ MUCH_WORSE (5 points: half the seed's 10-point gap
+               between exact and Monte-Carlo kernels) at each width (paired: the same test images; CI:
+               hierarchical bootstrap over the draws and the test images).
+      control  a CNTK-V fitted to shuffled training labels − the widest random features (far below 5 points).
     """
     spec = protocol["random_features"]
     size, depth = spec["image_size"], spec["depth"]
@@ -283,10 +297,11 @@ def test_random_features_worse_than_exact_cntk(device, protocol, seed, claim, ba
     for width, hits in feature_hits.items():
         claim.record(f"{tag}: random features (empirical NTK of one width-{width} CNN)",
                      stats.trials_ci(hits, seed=seed), unit="%", trials=draws)
-    worse = at_least(0.0)
+    much_worse = at_least(MUCH_WORSE)
     for width, hits in feature_hits.items():
-        claim.check(f"{tag}: exact CNTK-V − random-feature approximation (width {width}) test accuracy",
-                    stats.trials_ci(exact_hits, hits, seed=seed), worse, unit="%", trials=draws)
+        claim.check(f"{tag}: exact CNTK-V − random-feature approximation (width {width}) test accuracy: much "
+                    f"worse (≥ {MUCH_WORSE:.0%})", stats.trials_ci(exact_hits, hits, seed=seed), much_worse,
+                    unit="%", trials=draws, finding=spec["findings"].get(width))
     widest = spec["widths"][-1]
     claim.control(f"{tag}: CNTK-V fitted to shuffled training labels − random features (width {widest})",
-                  stats.trials_ci(null_hits, feature_hits[widest], seed=seed), worse, unit="%", trials=draws)
+                  stats.trials_ci(null_hits, feature_hits[widest], seed=seed), much_worse, unit="%", trials=draws)

@@ -121,3 +121,22 @@ def test_normalisation_standardises_channels():
     z = data.to_float(x, mean, std)
     assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4)
+
+
+def test_prepare_stats_are_the_statistics_prepare_standardises_with(fake_data_dir):
+    x_train, _, _, _ = data.prepare("mnist", device="cpu", seed=3, n_train=200, n_test=100, image_size=14)
+    mean, std = data.prepare_stats("mnist", seed=3, n_train=200, n_test=100)
+    chosen = data.subset(data.load("mnist"), 200, 100, 3)
+    torch.testing.assert_close(x_train, data.downsample(data.to_float(chosen.x_train, mean, std), 14))
+    assert not torch.allclose(mean, data.channel_stats(data.subset(data.load("mnist"), 200, 100, 4).x_train)[0])
+
+
+def test_centred_unit_norm_rows():
+    gen = torch.Generator().manual_seed(0)
+    x_train, x_test = torch.rand(30, 1, 4, 4, generator=gen), torch.rand(7, 1, 4, 4, generator=gen)
+    train_rows, test_rows = data.centred_unit_norm(x_train, x_test)
+    assert train_rows.shape == (30, 16) and test_rows.shape == (7, 16)
+    torch.testing.assert_close(train_rows.norm(dim=1), torch.ones(30))
+    torch.testing.assert_close(test_rows.norm(dim=1), torch.ones(7))
+    centred = x_test.flatten(1) - x_train.flatten(1).mean(dim=0)
+    torch.testing.assert_close(test_rows, centred / centred.norm(dim=1, keepdim=True))

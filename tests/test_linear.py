@@ -160,3 +160,20 @@ def test_effective_nonzeros_and_hadamard_descent_recover_a_sparse_vector():
     x = linear.gaussian_design(40, 100, seed=10)
     w = linear.hadamard_descent(x, x @ truth, init=1e-4, lr=0.05, steps=3000)
     assert linear.relative_distance(w, truth) < 1e-3
+
+
+def test_kernel_interpolant_and_gradient_descent_take_several_columns():
+    x = linear.gaussian_design(12, 5, seed=13)
+    k = linear.fully_connected_relu_ntk(x, x)
+    targets = torch.randn(12, 3, generator=torch.Generator().manual_seed(14), dtype=linear.DTYPE)
+    alpha = linear.kernel_interpolant(k, targets)
+    torch.testing.assert_close(k @ alpha, targets)
+    steps = linear.kernel_gradient_descent(k, targets, lr=0.5, steps=50)
+    for c in range(3):
+        torch.testing.assert_close(alpha[:, c], linear.kernel_interpolant(k, targets[:, c]))
+        torch.testing.assert_close(steps[:, c], linear.kernel_gradient_descent(k, targets[:, c], lr=0.5, steps=50))
+
+
+def test_log_log_slope_is_the_power_law_exponent():
+    widths = [16, 128, 1024]
+    assert linear.log_log_slope(widths, [3.0 * w ** -0.5 for w in widths]) == pytest.approx(-0.5)

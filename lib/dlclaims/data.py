@@ -375,13 +375,8 @@ def prepare(
     and `train_size_required` (e.g. all 50,000 CIFAR-10 images) raises InsufficientData when the
     file holds fewer.
     """
-    full = load(name, device=device)
-    if n_train is None:
-        if train_size_required:
-            require_train_size(full, train_size_required)
-        split = full
-    else:
-        split = subset(full, n_train, n_test if n_test is not None else len(full.x_test), seed)
+    split = _prepare_split(name, device=device, seed=seed, n_train=n_train, n_test=n_test,
+                           train_size_required=train_size_required)
     mean, std = channel_stats(split.x_train)
 
     def images(x: torch.Tensor) -> torch.Tensor:
@@ -391,6 +386,39 @@ def prepare(
         return downsample(x, image_size) if image_size and x.shape[-1] != image_size else x
 
     return images(split.x_train), split.y_train, images(split.x_test), split.y_test
+
+
+def _prepare_split(name: str, *, device, seed: int, n_train: int | None, n_test: int | None,
+                   train_size_required: int | None) -> ImageData:
+    """The uint8 split `prepare` converts: every image (n_train=None) or a class-balanced subset."""
+    full = load(name, device=device)
+    if n_train is None:
+        if train_size_required:
+            require_train_size(full, train_size_required)
+        return full
+    return subset(full, n_train, n_test if n_test is not None else len(full.x_test), seed)
+
+
+def prepare_stats(name: str, *, device="cpu", seed: int, n_train: int | None = None, n_test: int | None = None,
+                  train_size_required: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std), in [0, 1] intensity units, that `prepare` standardises with for the same
+    arguments: what maps a quantity in pixel units (the valid box [0, 1], a perturbation size) into the
+    inputs `prepare` returns ((v − mean) / std; a size: v / std). Area downsampling and cropping do not
+    change these units."""
+    return channel_stats(_prepare_split(name, device=device, seed=seed, n_train=n_train, n_test=n_test,
+                                        train_size_required=train_size_required).x_train)
+
+
+def centred_unit_norm(x_train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Images flattened to rows, centred by the training rows' mean and scaled to unit L2 norm (the
+    ‖x‖ = 1 inputs of NTK theory); `others` (test sets) are centred by the same training mean."""
+    centre = x_train.flatten(1).mean(dim=0)
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1) - centre
+        return x / x.norm(dim=1, keepdim=True)
+
+    return (unit(x_train), *(unit(x) for x in others))
 
 
 def corrupt_labels(

@@ -219,7 +219,8 @@ def kernel_gradient_descent(
     """Functional GD on (1/2n)Σ(f(x_i) − y_i)² in the RKHS of `k` (the training Gram matrix) from
     f₀ with f₀(x_i) = `start_values` (default f₀ = 0).
 
-    Every gradient lies in span{k(x_i, ·)}, so f_t = f₀ + Σ α_i k(x_i, ·); returns α.
+    Every gradient lies in span{k(x_i, ·)}, so f_t = f₀ + Σ α_i k(x_i, ·); returns α. `y` (and
+    `start_values`) may be (n, C): one independent run per column.
     """
     n = len(y)
     offset = torch.zeros_like(y) if start_values is None else start_values
@@ -230,8 +231,11 @@ def kernel_gradient_descent(
 
 
 def kernel_interpolant(k: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """α = K⁻¹y: the minimum-RKHS-norm interpolant Σ α_i k(x_i, ·) (K positive definite)."""
-    return torch.cholesky_solve(y.unsqueeze(-1), torch.linalg.cholesky(k)).squeeze(-1)
+    """α = K⁻¹y: the minimum-RKHS-norm interpolant Σ α_i k(x_i, ·) (K positive definite). `y` is (n,) or
+    (n, C) (one column per output: one factorisation for all)."""
+    columns = y if y.ndim == 2 else y.unsqueeze(-1)
+    alpha = torch.cholesky_solve(columns, torch.linalg.cholesky(k))
+    return alpha if y.ndim == 2 else alpha.squeeze(-1)
 
 
 # ---------------------------------------------------------------- theory
@@ -450,3 +454,9 @@ def hadamard_descent(
         if observe is not None and step % observe_every == 0:
             observe(step, u * u - v * v)
     return u * u - v * v
+
+
+def log_log_slope(x, values) -> float:
+    """Least-squares slope of log(values) on log(x): the exponent a of values ∝ x^a (e.g. a gap's rate in
+    the width)."""
+    return float(np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(values, dtype=float)), 1)[0])
