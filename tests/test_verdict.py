@@ -61,6 +61,7 @@ def test_a_point_value_is_its_own_ci():
 
 def test_one_training_run_is_at_most_inconclusive():
     assert decide((0.2, 0.8), between(0, 1), trials=1) == INCONCLUSIVE
+    assert decide((0.2, 0.8), between(0, 1), trials=2) == INCONCLUSIVE  # half the run-to-run variance
     assert decide((0.2, 0.8), between(0, 1), trials=verdict.MIN_TRIALS) == REPRODUCED
     assert decide((1.2, 1.8), between(0, 1), trials=1) == NOT_REPRODUCED  # outside stays outside
     assert decide((0.2, 0.8), between(0, 1), trials=None) == REPRODUCED  # no trained model: sampling only

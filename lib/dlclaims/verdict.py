@@ -9,7 +9,8 @@ A control must be *not reproduced* (decisively outside). Equivalence claims ("wi
 are TOST-style: reproduced only when the whole CI lies inside [c − m, c + m]. A number computed
 without sampling (a rank, a parameter count, a residual of a deterministic solve) has the
 degenerate CI [v, v]. A trained-model quantity measured from a single training run cannot show
-run-to-run variance, so it is at most inconclusive (`MIN_TRIALS`).
+run-to-run variance, and one from two runs only half of it (a bootstrap over T trials keeps a
+(T − 1)/T share of their variance), so either is at most inconclusive (`MIN_TRIALS`).
 
 A claim that does not reproduce fails, unless it carries a registered `Finding`: the range its
 measured value took at seed offsets 0–4 and the reason. The run then ends as xfail while the
@@ -36,8 +37,9 @@ ERROR = "error"
 
 BASELINE_FAILURES = ("BASELINE MISMATCH", "BASELINE MISSING")  # dlclaims.baselines' failing statuses
 
-# A CI of a trained model needs at least this many independent training runs to be "reproduced".
-MIN_TRIALS = 2
+# A CI of a trained model needs at least this many independent training runs to be "reproduced"
+# (the project's rule: several trials; with 2 a trials bootstrap keeps half the run-to-run variance).
+MIN_TRIALS = 3
 
 
 def _fmt(x: float, unit: str) -> str:
@@ -131,7 +133,8 @@ def decide(ci: tuple[float, float], region: Region, trials: int | None = None) -
     """reproduced / not reproduced / inconclusive from the CI and the region only.
 
     `trials`: independent training runs behind the CI (None: not a trained-model quantity). With
-    fewer than MIN_TRIALS the CI carries no run-to-run variance, so "inside" is only inconclusive.
+    fewer than MIN_TRIALS the CI carries too little run-to-run variance, so "inside" is only
+    inconclusive.
     """
     lo, hi = float(ci[0]), float(ci[1])
     if math.isnan(lo) or math.isnan(hi):
