@@ -63,11 +63,8 @@ NOT_MEMORISED = 0.5
 # "... can lead to simpler models ... improving generalization": stopped − final test accuracy ≥ 0.
 IMPROVES = 0.0
 # "Weight decay maintains parameters norm in a small bounded interval" (seed 002, after Andriushchenko et
-# al.). No interval is given; our reading of "small": the final ‖θ‖ with weight decay is below the final ‖θ‖
-# of the same run without it (same initialisation and minibatches), ratio ≤ 1. The "bounded interval"
-# half (the norm settles) is recorded only: runs stop once the training set is fitted, before any
-# stationary phase.
-SMALLER_NORM = 1.0
+# al.) is recorded only (see the test): the norm ratio with / without weight decay is the coupled-decay
+# shrink factor, and runs that stop once the training set is fitted cannot show a bounded norm.
 
 PAPER = {  # the seed's words (it prints no numbers for these claims)
     "regularized": "still approaches 0 training loss / 100% training accuracy (seed 002)",
@@ -175,17 +172,19 @@ def test_explicit_regularizers_do_not_prevent_memorization(device, protocol, see
                   stats.trials_ci(generalizing[name].test_hits, memorized[name].test_hits), not_useful, unit="%",
                   trials=TRIALS)
 
-    # "Weight decay maintains parameters norm in a small bounded interval": paired by trial (same
-    # initialisation and minibatches, true labels), the final ‖θ‖ with weight decay over the final ‖θ‖ without.
+    # "Weight decay maintains parameters norm in a small bounded interval": recorded, not asserted. The
+    # ratio of final norms (with / without, paired by trial) only re-measures the arithmetic of coupled weight
+    # decay — each SGD step shrinks θ by lr·wd, ≈ exp(−lr·wd·steps/(1 − momentum)) ≈ 0.96 over these runs
+    # (measured 0.963–0.974) — at each run's own stopping epoch, with no control; and the runs stop once the
+    # training set is fitted (8–13 epochs), before any stationary phase where a bounded norm could be told from
+    # a growing one, so "bounded" cannot be asserted without longer (costlier) runs.
     decayed_norms = [r.parameter_norms for r in generalizing[name].runs]
     plain_norms = [r.parameter_norms for r in plain.runs]
     norm_ratio = [d[-1] / q[-1] for d, q in zip(decayed_norms, plain_norms)]
-    claim.check(f"{tag}: {name} keeps the parameter norm below the plain MLP's (final ‖θ‖ ratio, regularised / "
-                "plain, same initialisation)", stats.mean_ci(norm_ratio), at_most(SMALLER_NORM),
-                paper=PAPER["norm"], trials=TRIALS, decayed=[d[-1] for d in decayed_norms],
-                plain=[q[-1] for q in plain_norms], initial=[q[0] for q in plain_norms])
-    # No control: the one case that must land above 1 is the mirror ratio (plain / regularised), which is not
-    # independent of the check (it would fail whenever the check is inconclusive).
+    claim.record(f"{tag}: {name}: final ‖θ‖ ratio, regularised / plain, same initialisation (≈ the coupled-decay "
+                 "shrink factor; the seed's 'small bounded interval' is not asserted)", stats.mean_ci(norm_ratio),
+                 paper=PAPER["norm"], trials=TRIALS, decayed=[d[-1] for d in decayed_norms],
+                 plain=[q[-1] for q in plain_norms], initial=[q[0] for q in plain_norms])
     for label, norms in (("with " + name, decayed_norms), ("plain", plain_norms)):
         claim.record(f"{tag}: {label}: ‖θ‖ growth over the run (final / initial; the seed's 'bounded interval' "
                      "is not asserted)", stats.mean_ci([n[-1] / n[0] for n in norms]), trials=TRIALS,
