@@ -4,9 +4,9 @@
    (`dlclaims.models.cnn.WidthCNN`, 6,666 parameters at c = 4, 1,558,026 at c = 64) on CIFAR-10 with a
    fraction p of the labels resampled at random: c = 64 fits p ∈ {0, 0.5, 1}; its test accuracy at
    p = 1 is "no better than random chance", and "the testing error for both noisy and randomized
-   dataset does not seem to lower, whereas it is lowering for the true dataset" (read as: p = 0.5 and
-   p = 1 end no better than chance, p = 0 above it — the control; p = 0.5 is a registered finding: it
-   ends at 23–27 %, its clean half learned); c = 4 "does not seem able to learn
+   dataset does not seem to lower, whereas it is lowering for the true dataset" (read as: p = 1 ends
+   no better than chance, p = 0 above it — the control; p = 0.5, a trend over training that a final
+   reading cannot see, is recorded: it ends at 23–27 %, its clean half learned); c = 4 "does not seem able to learn
    the noisy or randomized labels" (p ≪ n); c = 64 slows down with noise. The last two are full-scale
    claims: at smoke (500 images < 6,666 parameters, 15 epochs) c = 4 is neither under-parameterised
    nor trained (it fits 43 % of the TRUE labels and 30 % of random ones), so they are recorded there,
@@ -118,16 +118,6 @@ PROTOCOL = {
         "budgets": {w: train.TrainConfig(epochs=15, batch_size=64, optimizer="adam", lr=3e-4) for w in (4, 64)},
         "trials": 2,  # c = 64 costs ≈ 10 s a run on one thread: 2 trials per cell
         "asserted": ("wide_fits",),  # the full-scale claims are recorded here, not asserted
-        "findings": {
-            # c = 64, p = 0.5 test accuracy at seed offsets 0–4: 23.1 … 26.9 %, CIs within 19.3 … 29.6 %; the range
-            # widened by that CI half-width (≈ 3 points) to 20 … 30 %.
-            "test_chance_p0.5": Finding(0.20, 0.30, (
-                "with half of the labels true, the c = 64 CNN learns them: its test accuracy ends at 23.1 … 26.9 % "
-                "(seed offsets 0–4), far above the chance range (upper ends 14.4 … 16.2 %), so its test error did "
-                "lower; measured at the final epoch of ≤ 9 epochs on 500 images at 8 px (the seed: 50,000 images, "
-                "1,000 epochs, where the curve may be flat after an early rise — a final-epoch reading cannot "
-                "tell)")),
-        },
     }, "image_noise": {
         # The width test's data, model and optimizer (CIFAR-10, 500 images at 8×8, c = 64, Adam 3e-4): ≈ 10 s a
         # run on one thread, ≈ 110 s for the test, so it is `slow` (not in the default run). c = 16 (99k
@@ -158,7 +148,6 @@ PROTOCOL = {
                     64: train.TrainConfig(epochs=1000, batch_size=128, optimizer="adam", lr=3e-4)},
         "trials": 3,
         "asserted": ("wide_fits", "narrow_underfits", "slower"),
-        "findings": {},  # not measured at full scale
     }, "image_noise": {
         # The seed's data as far as the offline file allows (Zhang et al.: all 50,000 CIFAR-10 images); c = 64.
         "data": {"n_train": 20000, "n_test": 10000, "image_size": 32},
@@ -238,18 +227,25 @@ def test_wide_cnn_memorizes_narrow_cnn_does_not(variant, device, scale, protocol
     control(f"{tag}: c = 4 fits p = 1 within the same budget", train_ci[4, 1.0], fits, source=SEED_003, unit="%",
             trials=trials)
 
-    # "The test error, of course, is no better than random chance" (random labels), and "the testing error for
-    # both noisy and randomized dataset does not seem to lower, whereas it is lowering for the true dataset"
-    # (seed 003 §3). Our reading of "does not lower": the trained c = 64 ends no better than chance — the
-    # test error of an untrained, label-blind network — i.e. at most the upper end of the class-permutation
-    # range of its own predictions (one-sided, as the MLP sweep's chance check); "lowering" for true labels:
-    # p = 0 ends above its range (the control).
-    for p in (1.0, 0.5):
-        chance, (lo, hi) = chance_region(arms[64, p], split.y_test, seed, CHANCE_LEVEL)
-        claim.check(f"{tag}: c = 64, p = {p:g}: the test error did not lower, test accuracy no better than chance "
-                    f"(class-permutation range [{100 * lo:.1f}, {100 * hi:.1f}] %)", arms[64, p].test_ci(), chance,
-                    paper=PAPER["chance" if p == 1.0 else "flat"], source=SEED_003, unit="%", trials=trials,
-                    finding=cnn["findings"].get(f"test_chance_p{p:g}"))
+    # "The test error, of course, is no better than random chance" (random labels; seed 003 §3). Our reading:
+    # the trained c = 64 ends no better than chance — the test error of an untrained, label-blind network — i.e.
+    # at most the upper end of the class-permutation range of its own predictions (one-sided, as the MLP
+    # sweep's chance check); p = 0 ends above its range (the control).
+    chance, (lo, hi) = chance_region(arms[64, 1.0], split.y_test, seed, CHANCE_LEVEL)
+    claim.check(f"{tag}: c = 64, p = 1: the test error did not lower, test accuracy no better than chance "
+                f"(class-permutation range [{100 * lo:.1f}, {100 * hi:.1f}] %)", arms[64, 1.0].test_ci(), chance,
+                paper=PAPER["chance"], source=SEED_003, unit="%", trials=trials)
+    # "the testing error for both noisy and randomized dataset does not seem to lower, whereas it is lowering
+    # for the true dataset": a trend over training. For p = 0.5 it is recorded, not asserted: a final-level
+    # reading (no better than chance) is bound to fail with half of the labels clean and cannot see a curve
+    # that is flat after an early rise (the seed: 1,000 epochs on 50,000 images), and per-epoch test curves
+    # are kept for trial 0 only, so a trend has no trials to carry a CI. Trial 0's curve is in the details.
+    curve = arms[64, 0.5].runs[0].history.column("test_accuracy")
+    claim.record(f"{tag}: c = 64, p = 0.5: test accuracy at the end of training (the seed: its test error 'does "
+                 f"not seem to lower'; chance range [{100 * lo:.1f}, {100 * hi:.1f}] % for p = 1)",
+                 arms[64, 0.5].test_ci(), paper=PAPER["flat"], source=SEED_003, unit="%", trials=trials,
+                 trial0_first_epoch=float(curve[0]), trial0_best=float(np.max(curve)),
+                 trial0_final=float(curve[-1]))
     chance, (lo, hi) = chance_region(arms[64, 0.0], split.y_test, seed, CHANCE_LEVEL)
     claim.control(f"{tag}: c = 64, p = 0: the test error did not lower, test accuracy no better than chance "
                   f"(class-permutation range [{100 * lo:.1f}, {100 * hi:.1f}] %)", arms[64, 0.0].test_ci(), chance,
