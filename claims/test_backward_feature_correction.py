@@ -41,9 +41,9 @@ Claims (seed 001, "Results for Paper 2"):
    only (two more trainings per cell). Control: the untrained WRNs (same inits) − layer-wise.
 6. Width rises then falls (seed 001 §III.b: "Adding more features in the layers, increases the
    performance till a point and then decreases due to the overparameterization problem"): Full
-   WRN-10-K at K ∈ {1, 2, 4, 8}, acc(K* = 2) − acc(1) ≥ 0 and acc(K* = 2) − acc(8) ≥ 0 (whole CI),
+   WRN-10-K at K ∈ {1, 2, 4, 8}, acc(K* = 2) − acc(1) and acc(K* = 2) − acc(8) ≥ one test image (whole CI),
    K* fixed in advance (`WIDTH_PEAK`: the seed's grid stops at K = 2). `test_width_rise_then_fall`,
-   --scale=full on CUDA only; controls: K* stopped after one epoch − K = 1, K* untrained − K = 8.
+   --scale=full on CUDA only; controls: K* stopped after one epoch − K = 1, K* untrained − K = 8 (sanity).
 Recorded: each variant's accuracy beside the seed's, the mean |Full − BFC-4| over the cells (the
 seed's summary number), Full − layer-wise per cell.
 
@@ -205,13 +205,14 @@ NTK_GAP_GROWS = at_least(0.0)
 HIGHER_LAYERS_HELP = at_least(0.0)
 # Claim 6: "Adding more features in the layers, increases the performance till a point and then
 # decreases due to the overparameterization problem": an inverted U in the width factor K. Read as
-# acc(K*) − acc(1) > 0 and acc(K*) − acc(8) > 0 for a peak K* fixed before measuring (a maximum picked
+# acc(K*) − acc(1) > 0 and acc(K*) − acc(8) > 0 — each at least one test image (1/n_test: an accuracy on
+# n_test images moves in steps of 1/n_test, so a CI ending at 0, "no change", is not inside) — for a peak
+# K* fixed before measuring (a maximum picked
 # from the data would be above both ends by construction). The seed names no K*: its grid is K ∈ {1, 2},
 # so the only "point" it trained past K = 1 is K = 2, and the fall is its extrapolation to wider nets
 # ("the overparameterization problem found from the previous paper", i.e. the infinite-width kernels).
 # K* = 2 is that reading; K = 4 is recorded beside it, not asserted.
 WIDTH_PEAK = 2
-WIDTH_RISES = at_least(0.0)
 
 
 def prepare(name: str, protocol: dict, device, seed: int):
@@ -472,13 +473,14 @@ def test_depth_helps(device, protocol, seed, claim):
 def check_width_sweep(name: str, split, protocol: dict, seed: int, device, claim) -> None:
     """Claim 6 on one dataset: acc(K*) − acc(1) ≥ 0 and acc(K*) − acc(K_max) ≥ 0 (whole CI), WRN-(6N+4)-K,
     hierarchical bootstrap over trials × test images. Controls: the K* nets stopped after one epoch − K = 1
-    (the rise), the untrained K* nets (the trials' inits) − K_max (the fall)."""
+    (the rise), the untrained K* nets (the trials' inits) − K_max (the fall; a sanity control)."""
     spec = protocol["width_sweep"]
     n, widths, peak = spec["blocks"], spec["widths"], spec["peak"]
     narrowest, widest = min(widths), max(widths)
     if not narrowest < peak < widest:
         raise ValueError(f"the peak K*={peak} must be interior to the widths {widths}")
     trials = protocol["trials"]
+    changes = at_least(1.0 / split[3].shape[0])  # a non-zero change: ≥ one test image (see WIDTH_PEAK)
     one_epoch = {**protocol, "budget": dataclasses.replace(protocol["budget"], epochs=1)}
     full = {k: hits_over_trials("Full", (n, k), split, protocol, seed, device) for k in widths}
     peak_one_epoch = hits_over_trials("Full", (n, peak), split, one_epoch, seed, device)
@@ -498,15 +500,15 @@ def check_width_sweep(name: str, split, protocol: dict, seed: int, device, claim
                  if (n, peak) in SEED_TABLE3[name] and (n, narrowest) in SEED_TABLE3[name] else None)
     claim.check(f"{tag}: accuracy at K={peak} − at K={narrowest}, the rise of the inverted U in width "
                 "(increases the performance till a point)",
-                stats.trials_ci(full[peak], full[narrowest], seed=seed), WIDTH_RISES, paper=seed_rise, unit="%",
+                stats.trials_ci(full[peak], full[narrowest], seed=seed), changes, paper=seed_rise, unit="%",
                 trials=trials)
     claim.control(f"{tag}: K={peak} stopped after one epoch − K={narrowest}",
-                  stats.trials_ci(peak_one_epoch, full[narrowest], seed=seed), WIDTH_RISES, unit="%", trials=trials)
+                  stats.trials_ci(peak_one_epoch, full[narrowest], seed=seed), changes, unit="%", trials=trials)
     claim.check(f"{tag}: accuracy at K={peak} − at K={widest}, the fall of the inverted U in width "
                 "(and then decreases: over-parameterisation)",
-                stats.trials_ci(full[peak], full[widest], seed=seed), WIDTH_RISES, unit="%", trials=trials)
-    claim.control(f"{tag}: K={peak} untrained (inits of the trials) − K={widest}",
-                  stats.trials_ci(peak_untrained, full[widest], seed=seed), WIDTH_RISES, unit="%", trials=trials)
+                stats.trials_ci(full[peak], full[widest], seed=seed), changes, unit="%", trials=trials)
+    claim.control(f"{tag}: K={peak} untrained (inits of the trials) − K={widest} (sanity control)",
+                  stats.trials_ci(peak_untrained, full[widest], seed=seed), changes, unit="%", trials=trials)
 
 
 @pytest.mark.parametrize("name", DATASETS)
