@@ -87,6 +87,8 @@ PROTOCOL = {
         #   3×256, no BN, Adam 1e-3, seed offset 0: 34.8, 50.9, 11.3 points, mean 32.3 [-17.1, 81.8] (t, 3
         #   trials; the twins fit in 37-58 epochs, the IOC-MLPs hold 49-89 % then): slower than on MNIST in
         #   two trials of three, and undecided at 45 (inconclusive, nowhere near a reproduction).
+        # Removing BatchNorm moved the result toward the claim (twin − IOC on random labels 4.4-8.3 → 6.2-14.2
+        # points at offsets 0-4), as did lr 1e-4 (with BN 22-23; without, 27-32 but an unfitted twin).
         # So the smoke protocol (MNIST, n=1,000, d=196) may narrow the effect the seed reports on CIFAR-10,
         # but CIFAR-10 at CPU sizes does not decide it either; smoke stays MNIST for its cost (a CIFAR-10
         # version costs ≈ 2-6 CPU-min and, at this spread, would need more than 3 trials), with its findings
@@ -95,41 +97,53 @@ PROTOCOL = {
         # lr 1e-3 (the seed states none; the paper: 1e-4, the full protocol): at 1e-4 the twin does not
         # fit within any CPU budget (above). A deviation that narrows the gap, kept for cost, not tuned.
         # Without BatchNorm the twin needs 129-150 epochs for the random labels (offset 0: 134, 129, 150);
-        # a twin that has not fitted by epoch 150 is compared there.
+        # a twin that has not fitted by epoch 150 is compared there, and the statement says so ("at the cap";
+        # the cap is not raised: CI cost).
         "budget": train.TrainConfig(epochs=150, batch_size=64, optimizer="adam", lr=1e-3),
         # p = 0.5 (full scale only): with BatchNorm the IOC-MLP, the twin and a second twin all
         # memorised 99-100 % of the labels (gaps 50.8-51.1 % at offset 0), so it added ~35 s and no contrast.
         "noise_levels": (0.2,),
         "segments": 1000,  # random pairs of test images for the midpoint test (per run)
         "trials": 3,  # independent runs per model and cell
-        # Measured with 3 trials at seed offsets 0-4 (value [95 % CI], points):
+        "record_batch_norm_arm": False,  # full scale only (the arm smoke asserted until issue 18; above)
+        # Measured with 3 trials at seed offsets 0-4 (value [95 % CI], points). Each finding's range: the
+        # measured min/max ± 2 × the between-offset sd of the point values (the finding is compared with the
+        # point value, not the CI), without crossing 0 where the measured values do not.
         "random_labels_finding": Finding(
-            -0.05, 0.30,
-            "smoke (n=1000 MNIST 14 px, 3×128 ELU, no BatchNorm, Adam 1e-3): twin − IOC at the twin's fit epoch "
-            "= 11.1 [-4.0, 26.2], 6.2 [-10.4, 22.9], 8.3 [-1.9, 18.6], 14.2 [0.0, 28.4], 9.6 [6.2, 12.9] points at "
-            "offsets 0-4, not ≥ 45 (with BatchNorm: 4.4-8.3): slower, not flat. Range 6.2-14.2 widened by ~15 "
-            "points (the largest CI half-width). CIFAR-10 (5,000 images, 3 trials): 32.3 [-17.1, 81.8]"),
+            0.03, 0.20,
+            "smoke (n=1000 MNIST 14 px, 3×128 ELU, Adam 1e-3 — the paper's 1e-4 leaves the twin unfitted on a "
+            "CPU budget; at 1e-4 without BatchNorm twin − IOC is 27-32 points but the twin holds 86-89 % after "
+            "400 epochs — and no BatchNorm, as the seed describes; with the BatchNorm this protocol had until "
+            "issue 18: 4.4-8.3): twin − IOC at the twin's fit epoch = 11.1 [-4.0, 26.2], 6.2 [-10.4, 22.9], "
+            "8.3 [-1.9, 18.6], 14.2 [0.0, 28.4], 9.6 [6.2, 12.9] points at offsets 0-4, not ≥ 45: slower, not "
+            "flat. Range 6.2-14.2 ± 6 (2 × the between-offset sd, 3.0), the lower end kept at 3 so that no "
+            "difference or a reversal leaves the finding. CIFAR-10 (5,000 images, 3 trials): 32.3 [-17.1, 81.8]"),
         "noisy_labels_finding": {
-            0.2: Finding(-0.065, 0.055,
-                         "smoke (n=1000 MNIST 14 px, 3×128 ELU, no BatchNorm, Adam 1e-3, p=0.2): IOC gap − twin "
-                         "gap = 2.5 [-0.7, 5.8], -1.4 [-4.1, 1.1], -1.5 [-4.5, 1.3], -3.4 [-6.9, 0.0], "
-                         "0.7 [-1.3, 2.8] points at offsets 0-4, not ≤ -9 (with BatchNorm: +2.4 to +4.3); "
-                         "range -3.4 to 2.5 widened by 3 points (~ the CI half-width)"),
+            0.2: Finding(-0.08, 0.07,
+                         "smoke (n=1000 MNIST 14 px, 3×128 ELU, p=0.2, Adam 1e-3 rather than the paper's 1e-4 "
+                         "(cost: at 1e-4 the twin does not fit on a CPU budget), no BatchNorm as the seed "
+                         "describes; with BatchNorm: +2.4 to +4.3): IOC gap − twin gap = 2.5 [-0.7, 5.8], "
+                         "-1.4 [-4.1, 1.1], -1.5 [-4.5, 1.3], -3.4 [-6.9, 0.0], 0.7 [-1.3, 2.8] points at offsets "
+                         "0-4, not ≤ -9: no difference. Range -3.4 to 2.5 ± 4.5 (2 × the between-offset sd, 2.3)"),
         },
         # Gaussian images (`slow`): measured with 3 trials at seed offsets 0-4.
         "noisy_images_finding": Finding(
-            0.05, 0.40,
-            "smoke (n=1000 MNIST-shaped Gaussian images, 196 px, 3×128 ELU, no BatchNorm, Adam 1e-3): twin − IOC "
-            "at the twin's fit epoch = 18.0 [12.7, 23.3], 26.4 [13.6, 39.3], 23.9 [19.8, 28.0], 21.0 [14.4, 27.6], "
-            "23.0 [12.2, 33.8] points at offsets 0-4, not ≥ 45: slower, not flat. Range 18.0-26.4 widened by "
-            "~13 points (the largest CI half-width)"),
+            0.12, 0.33,
+            "smoke (n=1000 MNIST-shaped Gaussian images, 196 px, 3×128 ELU, Adam 1e-3 rather than the paper's "
+            "1e-4 (cost: at 1e-4 the twin does not fit on a CPU budget), no BatchNorm as the seed describes): "
+            "twin − IOC at the twin's fit epoch = 18.0 [12.7, 23.3], 26.4 [13.6, 39.3], 23.9 [19.8, 28.0], "
+            "21.0 [14.4, 27.6], 23.0 [12.2, 33.8] points at offsets 0-4, not ≥ 45: slower, not flat. Range "
+            "18.0-26.4 ± 6.3 (2 × the between-offset sd, 3.2)"),
     },
     "full": {  # the paper's CIFAR-10 MLP width (3×800) and Adam 1e-4, the seed's model; all 50,000 images
         "dataset": "cifar10", "image_size": 32, "full_train_size": 50000,
         "n_train": None,
         "n_test": None,
         "depth": 3, "width": 800,
-        "batch_norm": False,  # as at smoke: the seed describes none
+        # Fixed in advance: the asserted arm is the seed's description, no BatchNorm; the BatchNorm arm
+        # (IOC-MLP and twin, random labels) is recorded beside it.
+        "batch_norm": False,
+        "record_batch_norm_arm": True,
         "budget": train.TrainConfig(epochs=200, batch_size=64, optimizer="adam", lr=1e-4),
         "noise_levels": (0.2, 0.3, 0.4, 0.5),
         "segments": 5000,
@@ -146,7 +160,8 @@ PROTOCOL = {
 COST = {
     "test_ioc_resists_random_labels_and_stays_convex": {
         "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
-        "full": {"gpu_s": 2700, "peak_gib": 3, "measured_on": "estimate", "tier": "paper"},
+        # full: 3 models per trial + the recorded BatchNorm arm's 2 (×5/3)
+        "full": {"gpu_s": 4500, "peak_gib": 3, "measured_on": "estimate", "tier": "paper"},
     },
     "test_ioc_does_not_fit_noisy_images": {
         "smoke": {"gpu_s": 40, "peak_gib": 1, "measured_on": "estimate"},
@@ -217,8 +232,13 @@ def check_does_not_fit(claim, runs, protocol, what: str, tag: str, statement: st
     at = at_twin_fit_epoch(runs)
     flattens = at_least(FLATTENS_BY)
     ioc_final = [r["ioc"][1].final.train_accuracy for r in runs]
+    cap = protocol["budget"].epochs
+    unfitted = sum(r["twin"][1].epochs_to_fit() is None for r in runs)
+    at_cap = f" ({unfitted} of {trials} twins unfitted: compared at the cap, epoch {cap})" if unfitted else ""
     claim.record(f"{tag}: epochs the twin needs to fit {what}", float(np.mean(at["fit_epochs"])), trials=trials,
                  per_trial=at["fit_epochs"])
+    claim.record(f"{tag}: twins that fitted {what} within the {cap}-epoch cap", trials - unfitted, trials=trials,
+                 fitted=[r["twin"][1].epochs_to_fit() is not None for r in runs])
     claim.record(f"{tag}: IOC-MLP train accuracy on {what} at the twin's fit epoch",
                  stats.mean_ci(at["ioc"], bounds=(0, 1)), unit="%", trials=trials, per_trial=at["ioc"])
     claim.record(f"{tag}: IOC-MLP train accuracy on {what} after the whole budget "
@@ -228,10 +248,10 @@ def check_does_not_fit(claim, runs, protocol, what: str, tag: str, statement: st
                  stats.mean_ci(at["twin2"], bounds=(0, 1)), unit="%", trials=trials, per_trial=at["twin2"],
                  twin2_epochs_to_fit=[r["twin2"][1].epochs_to_fit() for r in runs])
     claim.control(f"{tag}: {what}: a second twin in place of the IOC-MLP: twin − second twin train accuracy at "
-                  "the twin's fit epoch", stats.mean_ci(np.subtract(at["twin"], at["twin2"])), flattens, unit="%",
-                  trials=trials)
-    claim.check(statement, stats.mean_ci(np.subtract(at["twin"], at["ioc"])), flattens, unit="%", trials=trials,
-                finding=finding, twin=at["twin"], ioc=at["ioc"], fit_epochs=at["fit_epochs"])
+                  f"the twin's fit epoch{at_cap}", stats.mean_ci(np.subtract(at["twin"], at["twin2"])), flattens,
+                  unit="%", trials=trials)
+    claim.check(statement + at_cap, stats.mean_ci(np.subtract(at["twin"], at["ioc"])), flattens, unit="%",
+                trials=trials, finding=finding, twin=at["twin"], ioc=at["ioc"], fit_epochs=at["fit_epochs"])
     return at
 
 
@@ -282,6 +302,18 @@ def test_ioc_resists_random_labels_and_stays_convex(device, protocol, seed, clai
     check_does_not_fit(claim, runs, protocol, "random labels", tag,
                        f"{tag}: random labels: twin − IOC-MLP train accuracy at the epoch the twin fits them",
                        protocol["random_labels_finding"])
+    if protocol["record_batch_norm_arm"]:  # the other arm, recorded (the asserted one is fixed in the protocol)
+        with_bn = {**protocol, "batch_norm": not protocol["batch_norm"]}
+        bn_runs = [{name: train_member(convex, x_train, data.corrupt_labels(y_train, 1.0, seed=seed_t + 1)[0],
+                                       with_bn, seed_t) for name, convex in (("ioc", True), ("twin", False))}
+                   for seed_t in seeds_for(seed, trials)]
+        bn_fit = [r["twin"][1].epochs_to_fit() or len(r["twin"][1].epochs) for r in bn_runs]
+        bn_gap = [train_accuracy_at(r["twin"][1], e) - train_accuracy_at(r["ioc"][1], e)
+                  for r, e in zip(bn_runs, bn_fit)]
+        claim.record(f"{describe(with_bn, len(x_train))}: random labels: twin − IOC-MLP train accuracy at the epoch "
+                     "the twin fits them (the other BatchNorm arm, recorded)", stats.mean_ci(bn_gap), unit="%",
+                     trials=trials, fit_epochs=bn_fit,
+                     twins_fitted=[r["twin"][1].epochs_to_fit() is not None for r in bn_runs])
 
 
 @pytest.mark.slow
