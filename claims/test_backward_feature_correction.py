@@ -29,16 +29,18 @@ Claims (seed 001, "Results for Paper 2"):
    (the exact kernel regression on the empirical NTK is about as good as the trained net): a
    registered finding.
 4. The NTK falls further behind with depth. "the performance of NTKs compared with the networks
-   drops drastically with increasing depth": (Full − NTK at N = 3) − (Full − NTK at N = 1) ≥ 0,
-   pooled over K (full scale: smoke has no N = 3 NTK cell). One-sided; "drastically" has no
-   number (the seed's own Table 3 grows the gap by 5–27.5 points), so only the sign is asserted.
-   Control: the untrained N = 3 WRNs (the NTKs' own inits) in place of the trained ones.
+   drops drastically with increasing depth": (Full − NTK at N = 3) − (Full − NTK at N = 1), pooled
+   over K (full scale: smoke has no N = 3 NTK cell), ≥ the seed's smallest growth on that dataset
+   (`ntk_gap_growth`: "drastically" has no number, so the least growth the seed's own Table 3 shows
+   is the size asserted; a growth of 0 is no growth). Sanity control: the untrained N = 3 WRNs (the
+   NTKs' own inits) in place of the trained ones.
 5. Higher layers correct lower ones (seed 001 §I, Allen-Zhu & Li's "backward feature correction":
    "The training of higher-level layers in the networks can actually improve the features of
    lower-level ones"): Full − layer-wise ≥ 0, pooled over the cells, where layer-wise trains group 1
    (and the head) first with groups 2–3 frozen, then fixes it while groups 2–3 train — group 1 learns
    but is never corrected by the training of the higher groups; Full trains all jointly. Full scale
-   only (two more trainings per cell). Control: the untrained WRNs (same inits) − layer-wise.
+   only (two more trainings per cell); ≥ one test image (1/n_test: a non-zero effect, the resolution
+   of an accuracy on n_test images). Sanity control: the untrained WRNs (same inits) − layer-wise.
 6. Width rises then falls (seed 001 §III.b: "Adding more features in the layers, increases the
    performance till a point and then decreases due to the overparameterization problem"): Full
    WRN-10-K at K ∈ {1, 2, 4, 8}, acc(K* = 2) − acc(1) and acc(K* = 2) − acc(8) ≥ one test image (whole CI),
@@ -72,7 +74,7 @@ from dlclaims import data, stats, train  # noqa: E402
 from dlclaims.baselines import binomial  # noqa: E402
 from dlclaims.finite_ntk import ntk_regression  # noqa: E402
 from dlclaims.models.wrn import WideResNet  # noqa: E402
-from dlclaims.verdict import Finding, at_least, equivalent  # noqa: E402
+from dlclaims.verdict import Finding, Region, at_least, equivalent  # noqa: E402
 
 SOURCE = "Ray 2022 (seed 001), Table 3, reviewing Allen-Zhu & Li 2020 (arXiv 2001.04413)"
 
@@ -197,12 +199,25 @@ COST = {
     },
 }
 FROZEN_GROUPS = {"Full": (), "BFC-4": (1,), "head-only": (1, 2, 3)}
-# Claim 4: "the performance of NTKs compared with the networks drops drastically with increasing depth":
-# the Full − NTK gap at N = 3 minus the gap at N = 1 (pooled over K) ≥ 0 (the sign only; no size given).
-NTK_GAP_GROWS = at_least(0.0)
-# Claim 5: "The training of higher-level layers in the networks can actually improve the features of
-# lower-level ones": Full − layer-wise ≥ 0 (one-sided; no size given).
-HIGHER_LAYERS_HELP = at_least(0.0)
+
+
+def ntk_gap_growth(name: str) -> float:
+    """Claim 4's edge ("the performance of NTKs compared with the networks drops drastically with
+    increasing depth"): the seed's smallest (Full − NTK at N = 3) − (Full − NTK at N = 1) over K on this
+    dataset (MNIST 0.125, Fashion-MNIST 0.05, CIFAR-10 0.05). "Drastically" has no number, so the least
+    growth the seed's own Table 3 shows is the size asserted; fixed before any run (none at this scale)."""
+    return round(min((SEED_TABLE3[name][3, k][0] - SEED_TABLE3[name][3, k][2])
+                     - (SEED_TABLE3[name][1, k][0] - SEED_TABLE3[name][1, k][2]) for k in (1, 2)), 6)
+
+
+def higher_layers_help(n_test: int) -> Region:
+    """Claim 5 ("The training of higher-level layers in the networks can actually improve the features
+    of lower-level ones"): Full − layer-wise ≥ one test image. No size is given; "improve" is a
+    non-zero effect, so the edge is the resolution of an accuracy on n_test images, and a CI ending at
+    0 ("no improvement") is not inside."""
+    return at_least(1.0 / n_test)
+
+
 # Claim 6: "Adding more features in the layers, increases the performance till a point and then
 # decreases due to the overparameterization problem": an inverted U in the width factor K. Read as
 # acc(K*) − acc(1) > 0 and acc(K*) − acc(8) > 0 — each at least one test image (1/n_test: an accuracy on
@@ -353,11 +368,12 @@ def test_bfc4_matches_full(name, device, protocol, seed, claim, baseline):
         layerwise = pooled([results["layer-wise", c] for c in cells])
         claim.check(f"{name}: Full − layer-wise, pooled over {len(cells)} cell(s) (training the higher groups "
                     "jointly improves group 1: backward feature correction)", difference("layer-wise", cells),
-                    HIGHER_LAYERS_HELP, unit="%", trials=trials, finding=findings.get(f"{name} layer-wise"))
+                    higher_layers_help(len(split[3])), unit="%", trials=trials,
+                    finding=findings.get(f"{name} layer-wise"))
         claim.control(f"{name}: the same WRNs untrained (inits of the trials) − layer-wise, pooled over "
-                      f"{len(cells)} cell(s)", stats.trials_ci(pooled([results["untrained", c] for c in cells]),
-                                                              layerwise, seed=seed),
-                      HIGHER_LAYERS_HELP, unit="%", trials=trials)
+                      f"{len(cells)} cell(s) (sanity control)",
+                      stats.trials_ci(pooled([results["untrained", c] for c in cells]), layerwise, seed=seed),
+                      higher_layers_help(len(split[3])), unit="%", trials=trials)
     claim.figure(bar_figure(name, results, protocol["cells"], protocol, seed), f"{name}_full_vs_bfc4")
 
     # Claim 3: the finite NTK is far below Full; control: BFC-4 (trained, same inits) is not.
@@ -416,9 +432,10 @@ def check_finite_ntk(name, results, protocol, seed, claim) -> None:
 
 
 def check_ntk_gap_grows(name, results, protocol, seed, claim) -> None:
-    """Claim 4: (Full − NTK at N = 3) − (Full − NTK at N = 1) ≥ 0, pooled over the K both depths have.
+    """Claim 4: (Full − NTK at N = 3) − (Full − NTK at N = 1) ≥ `ntk_gap_growth`, pooled over the K both
+    depths have.
 
-    Control: the untrained N = 3 WRNs (the NTKs' inits) in place of the trained N = 3 nets.
+    Sanity control: the untrained N = 3 WRNs (the NTKs' inits) in place of the trained N = 3 nets.
     """
     widths = sorted({k for n, k in protocol["ntk_cells"] if n == 3} & {k for n, k in protocol["ntk_cells"] if n == 1})
     if not widths:
@@ -433,29 +450,34 @@ def check_ntk_gap_grows(name, results, protocol, seed, claim) -> None:
     seed_growth = float(np.mean([(SEED_TABLE3[name][3, k][0] - SEED_TABLE3[name][3, k][2])
                                  - (SEED_TABLE3[name][1, k][0] - SEED_TABLE3[name][1, k][2]) for k in widths]))
     trials = min(protocol["ntk_trials"], protocol["trials"])
+    grows = at_least(ntk_gap_growth(name))
     claim.check(f"{name}: finite-NTK accuracy gap grows with depth, (Full − NTK at N=3) − (Full − NTK at N=1), "
                 f"pooled over K {widths}",
                 stats.trials_ci(arm("Full", 3), arm("NTK", 3), arm("Full", 1), arm("NTK", 1), statistic=growth,
                                 seed=seed),
-                NTK_GAP_GROWS, paper=seed_growth, unit="%", trials=trials,
+                grows, paper=seed_growth, unit="%", trials=trials,
                 finding=protocol["findings"].get(f"{name} ntk growth"))
-    claim.control(f"{name}: (untrained N=3 WRNs − NTK at N=3) − (Full − NTK at N=1), pooled over K {widths}",
+    claim.control(f"{name}: (untrained N=3 WRNs − NTK at N=3) − (Full − NTK at N=1), pooled over K {widths} "
+                  "(sanity control)",
                   stats.trials_ci(arm("untrained", 3), arm("NTK", 3), arm("Full", 1), arm("NTK", 1),
                                   statistic=growth, seed=seed),
-                  NTK_GAP_GROWS, unit="%", trials=trials)
+                  grows, unit="%", trials=trials)
 
 
 def test_depth_helps(device, protocol, seed, claim):
-    """Claim 2: Full at N = 3 − Full at N = 1 ≥ 0 (pooled over K; trials × test images) on every dataset.
+    """Claim 2: Full at N = 3 − Full at N = 1 ≥ one test image (pooled over K; trials × test images) on
+    every dataset.
 
     Control: the same comparison with the N = 3 nets stopped after one epoch.
     """
     if protocol["depth_cells"] is None:
         pytest.skip("the smoke grid has no N = 3 (claim 2 is asserted at full scale)")
     one_epoch = {**protocol, "budget": dataclasses.replace(protocol["budget"], epochs=1)}
-    helps = at_least(0.0)  # "the accuracy of all the networks did increase with the depth"
     for name in protocol["datasets"]:
         split = prepare(name, protocol, device, seed)
+        # "the accuracy of all the networks did increase with the depth": a non-zero increase, at
+        # least one test image (a CI ending at 0, "no increase", is not inside).
+        helps = at_least(1.0 / len(split[3]))  # split: x_train, y_train, x_test, y_test
 
         def full_hits(n, budget_protocol, split=split):  # called in this iteration only
             return pooled([hits_over_trials("Full", cell, split, budget_protocol, seed, device)
