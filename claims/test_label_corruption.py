@@ -27,10 +27,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dlclaims import stats, train  # noqa: E402
+from dlclaims import stats  # noqa: E402
 from dlclaims.baselines import binomial, spread  # noqa: E402
 from dlclaims.models import MLP, count_parameters  # noqa: E402
-from dlclaims.runs import (  # noqa: E402
+from dlclaims.runs import (
+    MLP_PROTOCOL,  # noqa: E402
     chance_region,
     corrupted,
     epochs_sd,
@@ -88,14 +89,10 @@ PROTOCOL = {
     "smoke": {  # ≈ 1 single-thread CPU minute
         # Zhang et al. also used MLPs; MNIST 14×14 (196 inputs) keeps n_train ≫ input dimension. The
         # held-out images are drawn (for the seed's sake: the same subset as the other MLP families) but unused.
-        "mlp_data": {"dataset": "mnist", "image_size": 14, "crop": None, "n_train": 1000, "n_holdout": 1000,
-                     "n_test": 2000},
-        "budget": train.TrainConfig(epochs=300, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9),
+        **MLP_PROTOCOL["smoke"],
     },
     "full": {  # GPU hours; the paper's data; not run on this machine
-        "mlp_data": {"dataset": "cifar10", "image_size": 28, "crop": 28, "n_train": 45000, "n_holdout": 5000,
-                     "n_test": 10000},
-        "budget": train.TrainConfig(epochs=1000, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9),
+        **MLP_PROTOCOL["full"],
     },
 }
 

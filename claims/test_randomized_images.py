@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import functools
 
-from dlclaims import stats, train
+from dlclaims import stats
 from dlclaims.baselines import binomial, spread
 from dlclaims.models import MLP, count_parameters, linear_classifier
 from dlclaims.runs import (
+    MLP_PROTOCOL,
     epochs_sd,
     load_split,
     randomized,
@@ -66,9 +67,7 @@ PROTOCOL = {
     "smoke": {  # ≈ 1 single-thread CPU minute
         # MNIST 14×14 (196 inputs) keeps n_train ≫ input dimension. The held-out images are unused here but
         # drawn, so that the training images are those of the other MLP families (and of the baselines).
-        "mlp_data": {"dataset": "mnist", "image_size": 14, "crop": None, "n_train": 1000, "n_holdout": 1000,
-                     "n_test": 2000},
-        "budget": train.TrainConfig(epochs=300, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9),
+        **MLP_PROTOCOL["smoke"],
         "findings": {
             # gap(shuffled) − gap(true) measured at seed offsets 0–4: −0.38 … +0.17 points, CIs within
             # −1.07 … +1.12 points; the range widened by that CI half-width (≈ 1 point) to ±1.5 points.
@@ -81,9 +80,7 @@ PROTOCOL = {
         },
     },
     "full": {  # GPU hours; the paper's data; not run on this machine
-        "mlp_data": {"dataset": "cifar10", "image_size": 28, "crop": 28, "n_train": 45000, "n_holdout": 5000,
-                     "n_test": 10000},
-        "budget": train.TrainConfig(epochs=1000, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9),
+        **MLP_PROTOCOL["full"],
         "findings": {"shuffled_pixels_gap": None},  # not measured at full scale
     },
 }

@@ -17,6 +17,22 @@ import torch
 from . import data, stats, train
 from .verdict import at_most
 
+# The MLP families' shared data and budget per scale (random labels aside): the label-corruption,
+# randomised-image and regulariser tests train on the same images with the same budget, so one table.
+# Units: images; epochs = passes over n_train; lr per step.
+MLP_PROTOCOL = {
+    "smoke": {
+        "mlp_data": {"dataset": "mnist", "image_size": 14, "crop": None, "n_train": 1000, "n_holdout": 1000,
+                     "n_test": 2000},
+        "budget": train.TrainConfig(epochs=300, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9),
+    },
+    "full": {  # the paper's data (CIFAR-10, 28 px crops)
+        "mlp_data": {"dataset": "cifar10", "image_size": 28, "crop": 28, "n_train": 45000, "n_holdout": 5000,
+                     "n_test": 10000},
+        "budget": train.TrainConfig(epochs=1000, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9),
+    },
+}
+
 
 @dataclass
 class Split:
