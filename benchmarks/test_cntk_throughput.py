@@ -14,8 +14,10 @@ which count the n² entries a user gets from n(n+1)/2 computed pairs. Run serial
 model, cores and library versions, peak memory, max relative error against the float64 torch
 engine). Rates use the fastest round, the one least disturbed by other work on a shared
 machine; the spread (slowest / fastest round) is recorded beside it. For a fair CPU comparison
-every implementation gets the same threads: DLCLAIMS_BENCH_THREADS (default: every core), also
-given to XLA for neural-tangents.
+every implementation gets the same threads: DLCLAIMS_BENCH_THREADS (default: every core). XLA
+(neural-tangents) runs on every core by default and single-threaded when DLCLAIMS_BENCH_THREADS=1
+(set through XLA_FLAGS before JAX loads); other counts it cannot be held to, so the
+neural-tangents rows skip there.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ KERNELS = {"cntk-v": "flatten", "cntk-gap": "gap"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 BACKENDS = ("torch", "fused")
 IMAGE_SHAPE = (3, 32, 32)
-# (n1, n2) per device type, kernel and backend: about a second per round on a 2-core CPU.
+# (n1, n2) per device type, kernel and backend: up to about a second per round (depth 21, float32)
+# on a 2-core CPU, so that per-call costs (the images' own variance maps, dispatch) stay small: the
+# fused CNTK-V took 15.8 µs per entry at 64 × 64 and 13.0 at 256 × 256 on 2 threads.
 ENGINE_SIZES = {
-    "cpu": {("cntk-v", "torch"): (16, 16), ("cntk-v", "fused"): (64, 64),
-            ("cntk-gap", "torch"): (1, 1), ("cntk-gap", "fused"): (2, 4)},
+    "cpu": {("cntk-v", "torch"): (64, 64), ("cntk-v", "fused"): (256, 256),
+            ("cntk-gap", "torch"): (1, 1), ("cntk-gap", "fused"): (4, 4)},
     "cuda": {("cntk-v", "torch"): (256, 256), ("cntk-v", "fused"): (1024, 1024),
              ("cntk-gap", "torch"): (16, 16), ("cntk-gap", "fused"): (64, 64)},
 }
@@ -62,12 +66,26 @@ def _threads() -> int:
     return int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def cpu_threads():
-    before = torch.get_num_threads()
+if _threads() == 1:  # XLA reads its flags once, when JAX initialises its CPU client
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false",
+                                        "intra_op_parallelism_threads=1"]).strip()
+
+
+@pytest.fixture(autouse=True)
+def cpu_threads(_seeded):
+    """Every benchmark on `_threads()` threads. Function-scoped and after the plugin's `_seeded`,
+    which pins each test to DLCLAIMS_THREADS (default 1) for bit-repeatable claims: a module-scoped
+    setting is undone before every test (it was, until 2026-12-02: CPU rows ran on one thread)."""
     torch.set_num_threads(_threads())  # the fused CPU kernel takes torch's thread count too
     yield
-    torch.set_num_threads(before)
+
+
+def _check_threads() -> int:
+    """The threads torch (and with it the fused kernel) really uses; fails on a mismatch."""
+    threads = torch.get_num_threads()
+    if threads != _threads():
+        raise RuntimeError(f"benchmark running on {threads} threads, not the {_threads()} it reports")
+    return threads
 
 
 def _cpu_model() -> str:
@@ -94,11 +112,12 @@ def _versions() -> str:
 
 
 def _device_info(device: torch.device) -> dict:
+    threads = _check_threads()
     if device.type == "cuda":
         return {"device": runtime.device_name("cuda"), "cpu_model": _cpu_model(),
-                "cores": os.cpu_count(), "threads": _threads(), "versions": _versions()}
-    return {"device": f"{_cpu_model()} ({os.cpu_count()} cores, {_threads()} threads)",
-            "cpu_model": _cpu_model(), "cores": os.cpu_count(), "threads": _threads(),
+                "cores": os.cpu_count(), "threads": threads, "versions": _versions()}
+    return {"device": f"{_cpu_model()} ({os.cpu_count()} cores, {threads} threads)",
+            "cpu_model": _cpu_model(), "cores": os.cpu_count(), "threads": threads,
             "versions": _versions()}
 
 
@@ -238,6 +257,8 @@ def test_reference(benchmark, device, kernel, depth):
 @pytest.mark.parametrize("kernel", list(KERNELS))
 def test_neural_tangents(benchmark, kernel, depth, dtype):
     """neural-tangents on its default JAX backend, compiled ahead of the timed rounds."""
+    if _threads() not in (1, os.cpu_count()):
+        pytest.skip(f"XLA runs on 1 or all {os.cpu_count()} cores, not {THREADS_ENV}={_threads()}")
     jax = pytest.importorskip("jax")
     stax = pytest.importorskip("neural_tangents").stax
     from jax.experimental import enable_x64
