@@ -41,11 +41,13 @@ CIFAR-10 only (`test_cntk_gap_beats_cntk_v`), Arora et al.'s kernels at their de
            Sanity control: the depth-6 kernel fitted to shuffled training labels − the depth-3 kernel
            (decisively below the edge).
   claim 4  CNTK-GAP beats CNTK-V (Arora Table 1: "global average pooling ... can significantly
-           increase the classification accuracy by 8% - 10%"): CNTK-GAP − CNTK-V ≥ 0 at depths 3
-           and 6, paired bootstrap over test images (kernels: no training, no trials). The 8–10
-           point size is the paper's at 2,000 / 50,000 32×32 training images and is shown as the
-           paper's number, not asserted at our sizes. Control: a CNTK-GAP fitted to shuffled
-           training labels − CNTK-V (decisively below 0).
+           increase the classification accuracy by 8% - 10%"): CNTK-GAP − CNTK-V ≥ +1 test image
+           (`gap_gain`: an increase is a non-zero effect) at depths 3 and 6, paired bootstrap over
+           test images (kernels: no training, no trials). The 8–10 point size is the paper's at
+           2,000 / 50,000 32×32 training images and is shown as the paper's number, not asserted at
+           our sizes. Smoke (8×8, 200 images) cannot resolve it; the `slow`
+           `test_cntk_gap_beats_cntk_v_more_data` runs 16×16 with 1,000 / 2,000 images at depth 3.
+           Control: a CNTK-GAP fitted to shuffled training labels − CNTK-V (decisively below).
 
 Architecture and kernel: `dlclaims.models.vanilla_cnn.VanillaCNN` — [3×3 SAME conv, no bias →
 ReLU] × (depth − 1) → Flatten → Dense — and `dlclaims.cntk.cntk` for the same network; depth counts
@@ -102,9 +104,14 @@ CNN_MINUS_CNTK = between(0.0, 0.05)
 _BOGUS = [acc for lr in (1.0, 10.0) for cells in SEED_CNN[lr].values() for acc in cells.values()]
 BOGUS_ACCURACY = between(min(_BOGUS), max(_BOGUS))
 # Seed 004 (Arora et al. 2019, §5): "the global average pooling operation can significantly increase
-# the classification accuracy by 8% - 10% for both CNN and CNTK": GAP − V ≥ 0 here (the 8–10 points
-# are for 2,000 / 50,000 training images at 32×32; ARORA_GAP_GAIN is shown as the paper's number).
-GAP_GAIN = at_least(0.0)
+# the classification accuracy by 8% - 10% for both CNN and CNTK": GAP − V ≥ one test image here (an
+# increase is a non-zero effect, as for `depth_matters`: a CI ending at 0 is "no increase"; the previous
+# edge was 0). The 8–10 points are for 2,000 / 50,000 training images at 32×32 (ARORA_GAP_GAIN is shown
+# as the paper's number, not asserted): our sizes are smaller and the gain grows with both.
+def gap_gain(n_test: int) -> Region:
+    """Claim 4's region: acc(CNTK-GAP) − acc(CNTK-V) ≥ +1 test image."""
+    return at_least(1.0 / n_test)
+
 # Seed 001 §III.b: "There is also a drop in accuracy for both the CNNs and CNTKs as depth of the network
 # (number of layers) is increased beyond a point (around 10-15 layers)". Read as: accuracy at the
 # deepest depth the seed ran (20) is below accuracy at depth 10, the start of the "around 10–15"
@@ -164,10 +171,24 @@ PROTOCOL = {
         # predictions were identical at MNIST 14×14 and it is ~10× faster on one CPU thread).
         "kernel_dtype": torch.float32,
         # claim 4: CNTK-GAP costs (H·W)² per position pair, so 8×8 CIFAR-10 and ≈ 120k pairs
-        # (≈ 15 CPU seconds in float32). 12×12 with 500 train / 1,000 test images (625k pairs)
-        # still straddled 0 (+1.7 [−1.4, +4.8] points at offset 0), so the smoke size stays and the
-        # claim is decided by the 32×32 `full` protocol; at smoke it is expected to be inconclusive.
+        # (≈ 15 CPU seconds in float32): expected inconclusive, a code path and a sign. No size that
+        # fits CI's budget (≈ 100 CPU-s left) resolves it: the gain grows with the image and the
+        # training set, and where it shows, 1,000 test images resolve only ±3.3 points. Measured
+        # (fused float32 kernel, one pass, nested class-balanced subsets of one split, seeds 0 / 1):
+        # 12×12, 500 / 1,000: +1.7 [−1.4, 4.8]; 16×16, 1,000 test images, depth 3 (depth 6), n_train
+        # 100: +0.7 (−0.2) / −2.4; 200: +2.1 (+1.6) / +1.4; 300: +1.2 (+1.2) / +3.7; 400: +3.4 (+2.1)
+        # / +2.0; 500: +3.1 [−0.2, 6.6] (+4.2 [1.1, 7.3]) / +1.5 [−1.8, 4.9] points; 16×16 GAP
+        # depth 3 costs ≈ 0.37 ms per pair on one core (depth 6: × 2.2).
         "gap": {"image_size": 8, "n_train": 200, "n_test": 500, "depths": (3, 6)},
+        # claim 4, `slow` (test_cntk_gap_beats_cntk_v_more_data): chosen from the exploration above
+        # (a protocol choice made toward resolving the claim, stated here): the gain rose from ≈ 0 at
+        # 100 to 1.5–4 points at 500 training images, so twice the training set and twice the test
+        # images (CI ≈ ±2.4 points); depth 3 only (the paper's +8.8-point column; depth 6 would cost
+        # 2.2×). 2.5·10⁶ GAP pairs: 750 s wall on 2 threads, 935 s on 1 thread beside a second run.
+        # Measured (`pytest claims -k gap_beats_cntk_v_more_data -m slow`), GAP − V at offsets 0-4:
+        # +5.45 [2.95, 7.95], +6.30 [3.85, 8.80], +4.70 [2.40, 7.00], +4.30 [1.90, 6.85], +6.00 [3.60, 8.65]
+        # points (all reproduced; CNTK-V 35.7-39.6 %, CNTK-GAP 41.1-43.9 %; paper at 32×32, 2,000: +8.8).
+        "gap_more_data": {"image_size": 16, "n_train": 1000, "n_test": 2000, "depths": (3,)},
         # Claim 3 for the CNN (`slow` test_cnn_depth_drop): the same CNNs at depths 10 and 20. Not smoke:
         # a depth-20 trial runs the whole 200-epoch cap (it never fits), 132 CPU-s on MNIST and 178 CPU-s
         # on CIFAR-10 (offset 0, one thread), so ≈ 18 CPU-min for both datasets with the depth-10 nets
@@ -241,6 +262,10 @@ COST = {
     "test_cntk_gap_beats_cntk_v": {
         "smoke": {"gpu_s": 30, "peak_gib": 1, "measured_on": "estimate"},
         "full": {"gpu_s": 1300, "peak_gib": 4, "measured_on": "estimate"},
+    },
+    "test_cntk_gap_beats_cntk_v_more_data": {  # slow at smoke; skips at full
+        "smoke": {"gpu_s": 60, "peak_gib": 1, "measured_on": "estimate"},
+        "full": {"gpu_s": 5, "peak_gib": 0, "measured_on": "estimate"},
     },
 }
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
@@ -559,7 +584,20 @@ def test_cnn_depth_drop(dataset, device, scale, protocol, seed, claim, baseline)
 
 
 def test_cntk_gap_beats_cntk_v(device, protocol, seed, claim, baseline):
-    spec = protocol["gap"]
+    check_gap_beats_v(protocol["gap"], device, protocol, seed, claim, baseline)
+
+
+@pytest.mark.slow
+def test_cntk_gap_beats_cntk_v_more_data(device, protocol, seed, claim, baseline):
+    """Claim 4 at a size that resolves it on a CPU (`gap_more_data`: 16×16, 1,000 / 2,000 images, depth 3)."""
+    spec = protocol.get("gap_more_data")
+    if spec is None:
+        pytest.skip("at --scale=full test_cntk_gap_beats_cntk_v runs 32×32 CIFAR-10 with 500 / 2,000 images")
+    check_gap_beats_v(spec, device, protocol, seed, claim, baseline)
+
+
+def check_gap_beats_v(spec, device, protocol, seed, claim, baseline):
+    """Claims 4 and 5 on one CIFAR-10 split of `spec`'s size; claim 5 only where `spec` has two depths."""
     size = spec["image_size"]
     (x_train, y_train), _, test = split("cifar10", device, seed, size, spec["n_train"], spec["n_test"])
     n_test = len(test[1])
@@ -582,16 +620,18 @@ def test_cntk_gap_beats_cntk_v(device, protocol, seed, claim, baseline):
     gap_source = "Arora et al. 2019, Table 1 (seed 004), 2K columns"
     for d in spec["depths"]:
         claim.check(f"{tag}: CNTK-GAP − CNTK-V at depth {d}", stats.difference_ci(gap[d][0], vanilla[d][0], seed=seed),
-                    GAP_GAIN, paper=ARORA_GAP_GAIN[d], unit="%", source=gap_source,
+                    gap_gain(n_test), paper=ARORA_GAP_GAIN[d], unit="%", source=gap_source,
                     finding=protocol.get("findings", {}).get(f"gap depth {d}"))
     deep = spec["depths"][-1]
     claim.control(f"{tag}: CNTK-GAP fitted to shuffled training labels − CNTK-V at depth {deep}",
-                  stats.difference_ci(null_gap[deep][0], vanilla[deep][0], seed=seed), GAP_GAIN, unit="%",
+                  stats.difference_ci(null_gap[deep][0], vanilla[deep][0], seed=seed), gap_gain(n_test), unit="%",
                   source=gap_source)
 
     # Claim 5: depth affects the CNTK's accuracy: depth 6 − depth 3 ≥ +1 test image (the paper's 2K pair
     # and sign). Only a sanity control: the opposite sign would need a third depth (the paper's 2K rows
     # fall from 6 to 21 by 0.9 points, far below what 500 test images resolve).
+    if len(spec["depths"]) < 2:
+        return
     shallow = spec["depths"][0]
     matters = depth_matters(n_test)
     depth_source = "Arora et al. 2019, §5 and Table 1 (seed 004), 2K rows"
