@@ -74,7 +74,7 @@ from dlclaims import data, stats, train  # noqa: E402
 from dlclaims.baselines import binomial  # noqa: E402
 from dlclaims.finite_ntk import ntk_regression  # noqa: E402
 from dlclaims.models.wrn import WideResNet  # noqa: E402
-from dlclaims.verdict import Finding, Region, at_least, equivalent  # noqa: E402
+from dlclaims.verdict import Finding, Region, at_least, equivalent, one_test_image  # noqa: E402
 
 SOURCE = "Ray 2022 (seed 001), Table 3, reviewing Allen-Zhu & Li 2020 (arXiv 2001.04413)"
 
@@ -214,8 +214,8 @@ def higher_layers_help(n_test: int) -> Region:
     """Claim 5 ("The training of higher-level layers in the networks can actually improve the features
     of lower-level ones"): Full − layer-wise ≥ one test image. No size is given; "improve" is a
     non-zero effect, so the edge is the resolution of an accuracy on n_test images, and a CI ending at
-    0 ("no improvement") is not inside."""
-    return at_least(1.0 / n_test)
+    0 ("no improvement") is not inside (`one_test_image`: the edge at half an image, off the grid)."""
+    return at_least(one_test_image(n_test))
 
 
 # Claim 6: "Adding more features in the layers, increases the performance till a point and then

@@ -70,7 +70,7 @@ import torch  # noqa: E402
 from dlclaims import data, stats, train  # noqa: E402
 from dlclaims.baselines import binomial, trajectory  # noqa: E402
 from dlclaims.models.vanilla_cnn import VanillaCNN  # noqa: E402
-from dlclaims.verdict import Finding, Region, at_least, at_most, between, exactly  # noqa: E402
+from dlclaims.verdict import Finding, Region, at_least, at_most, between, exactly, one_test_image  # noqa: E402
 
 SOURCE = "seed 001 (Ray 2022, Tables 1–2: CNN vs CNTK, 500 train / 50 val images)"
 
@@ -106,11 +106,12 @@ BOGUS_ACCURACY = between(min(_BOGUS), max(_BOGUS))
 # Seed 004 (Arora et al. 2019, §5): "the global average pooling operation can significantly increase
 # the classification accuracy by 8% - 10% for both CNN and CNTK": GAP − V ≥ one test image here (an
 # increase is a non-zero effect, as for `depth_matters`: a CI ending at 0 is "no increase"; the previous
-# edge was 0). The 8–10 points are for 2,000 / 50,000 training images at 32×32 (ARORA_GAP_GAIN is shown
-# as the paper's number, not asserted): our sizes are smaller and the gain grows with both.
+# edge was 0; `one_test_image` puts it at half an image, off the 1/n_test grid). Direction only: the
+# 8–10 points are for 2,000 / 50,000 training images at 32×32 (ARORA_GAP_GAIN is shown as the paper's
+# number, not asserted); our sizes are smaller, and in the exploration below the gain rose with n_train.
 def gap_gain(n_test: int) -> Region:
     """Claim 4's region: acc(CNTK-GAP) − acc(CNTK-V) ≥ +1 test image."""
-    return at_least(1.0 / n_test)
+    return at_least(one_test_image(n_test))
 
 # Seed 001 §III.b: "There is also a drop in accuracy for both the CNNs and CNTKs as depth of the network
 # (number of layers) is increased beyond a point (around 10-15 layers)". Read as: accuracy at the
@@ -123,14 +124,14 @@ def gap_gain(n_test: int) -> Region:
 # A drop is a non-zero change: the edge is the measurement's resolution, one test image (−1 / n_test;
 # an accuracy on n_test images moves in steps of 1 / n_test), so a CI that ends at 0 ("no change")
 # is not inside. Fixed before the offsets 0-4 were re-measured (the previous edge, 0, counted "no
-# change" as a drop).
+# change" as a drop). `one_test_image` places it at half an image, off the 1/n_test grid.
 DROP_FROM, DROP_TO = 10, 20
 RISE_FROM = 5  # recorded: depth 5 → 10, where the seed's CNTK and CNN tables rise (except Fashion-MNIST)
 
 
 def depth_drop(n_test: int) -> Region:
     """Claim 3's region: acc(DROP_TO) − acc(DROP_FROM) ≤ −1 test image."""
-    return at_most(-1.0 / n_test)
+    return at_most(-one_test_image(n_test))
 
 
 # Seed 004 (Arora et al. 2019, §5): "for both CNN and CNTK, depth can affect the classification
@@ -139,7 +140,7 @@ def depth_drop(n_test: int) -> Region:
 # the paper's 2K rows (claim 5).
 def depth_matters(n_test: int) -> Region:
     """Claim 5's region: acc(6) − acc(3) ≥ +1 test image."""
-    return at_least(1.0 / n_test)
+    return at_least(one_test_image(n_test))
 
 # Units: images; image_size = side after area downsampling; epochs = passes over n_train.
 # The CNN uses the standard parameterisation (Keras' default Glorot-uniform initialisation): the
@@ -187,7 +188,9 @@ PROTOCOL = {
         # 2.2×). 2.5·10⁶ GAP pairs: 750 s wall on 2 threads, 935 s on 1 thread beside a second run.
         # Measured (`pytest claims -k gap_beats_cntk_v_more_data -m slow`), GAP − V at offsets 0-4:
         # +5.45 [2.95, 7.95], +6.30 [3.85, 8.80], +4.70 [2.40, 7.00], +4.30 [1.90, 6.85], +6.00 [3.60, 8.65]
-        # points (all reproduced; CNTK-V 35.7-39.6 %, CNTK-GAP 41.1-43.9 %; paper at 32×32, 2,000: +8.8).
+        # points: the direction reproduced at every offset (CNTK-V 35.7-39.6 %, CNTK-GAP 41.1-43.9 %); the
+        # paper's size (+8.8 at 32×32 with 2,000 images) is not tested. The exploration's seeds 0 / 1 are
+        # not the test's derived seeds (its splits differ from every measured offset's).
         "gap_more_data": {"image_size": 16, "n_train": 1000, "n_test": 2000, "depths": (3,)},
         # Claim 3 for the CNN (`slow` test_cnn_depth_drop): the same CNNs at depths 10 and 20. Not smoke:
         # a depth-20 trial runs the whole 200-epoch cap (it never fits), 132 CPU-s on MNIST and 178 CPU-s

@@ -152,3 +152,14 @@ def test_the_baseline_failure_statuses_are_the_baseline_modules():
     from dlclaims import baselines
 
     assert set(verdict.BASELINE_FAILURES) == {baselines.MISMATCH, baselines.MISSING}
+
+
+@pytest.mark.parametrize("n_test", [500, 1000, 2000, 10000])
+def test_one_test_image_edge_separates_no_change_from_every_one_image_change(n_test):
+    edge = verdict.one_test_image(n_test)
+    k = np.arange(1, n_test + 1)
+    one_image = k / n_test - (k - 1) / n_test  # as accuracies subtract: some fall just below 1 / n_test
+    assert (one_image > edge).all() and 0.0 < edge
+    assert verdict.at_least(edge).contains(float(one_image.min())) and not verdict.at_least(edge).contains(0.0)
+    assert verdict.decide((float(one_image.min()), 0.1), verdict.at_least(edge)) == verdict.decide(
+        (0.05, 0.1), verdict.at_least(edge))  # a CI ending at one image is as inside as any above it

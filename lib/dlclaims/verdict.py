@@ -94,6 +94,17 @@ def at_most(x: float) -> Region:
     return Region(hi=float(x), kind="at most")
 
 
+def one_test_image(n_test: int) -> float:
+    """The edge of a "non-zero change" in an accuracy over n_test images, placed at half an image.
+
+    Accuracies and their paired differences move in steps of 1/n_test, so every change of at least
+    one image lies above 0.5/n_test and "no change" (0) below it. An edge of exactly 1/n_test would sit
+    on that grid, where float rounding (k/n − (k−1)/n falls just below 1/n for some k) or a quantile's
+    interpolation decides the verdict of a CI ending at one image.
+    """
+    return 0.5 / n_test
+
+
 def between(lo: float, hi: float) -> Region:
     return Region(lo=float(lo), hi=float(hi), kind="between")
 
