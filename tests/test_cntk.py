@@ -161,6 +161,29 @@ def test_fused_float32_self_pairs_are_exact():
     torch.testing.assert_close(nngp.diagonal(), expected, rtol=1e-13, atol=0.0)
 
 
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_fused_cpu_pair_order_does_not_change_values(pooling, monkeypatch):
+    """`pair_sums` runs the pairs in cache tiles (`cache_tiled_order`), not in the order given:
+    each pair still runs alone in one thread, so a shuffled list gives the same numbers, bit
+    for bit, in the order it was given."""
+    from dlclaims.cntk import _fused_cpu
+
+    x, z = _images(9, 3, 6, 6, seed=13).float(), _images(7, 3, 6, 6, seed=14).float()
+    x_maps, z_maps = _fused_cpu.self_variances(x, 3), _fused_cpu.self_variances(z, 3)
+    rows, cols = (g.reshape(-1) for g in torch.meshgrid(torch.arange(9), torch.arange(7),
+                                                         indexing="ij"))
+    shuffle = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+    options = dict(depths=(2, 4), full_spatial=pooling == "gap", fix_first_layer=False,
+                   with_ntk=True)
+    in_order = _fused_cpu.pair_sums(x, z, x_maps, z_maps, rows, cols, **options)
+    shuffled = _fused_cpu.pair_sums(x, z, x_maps, z_maps, rows[shuffle], cols[shuffle], **options)
+    assert torch.equal(shuffled, in_order[shuffle])
+    monkeypatch.setattr(_fused_cpu, "l2_cache_bytes", lambda: 1 << 20)
+    order = _fused_cpu.cache_tiled_order(rows.numpy(), cols.numpy(), map_bytes=1 << 18)
+    assert sorted(order.tolist()) == list(range(len(rows)))  # a permutation
+    assert (np.diff(cols.numpy()[order] // 3) >= 0).all()  # tiles of 3 columns: 0.75 MiB / 256 KiB
+
+
 def test_numpy_input_and_zero_windows(backend):
     """Numpy input; an all-zero image (zero variance everywhere) gives 0, not NaN."""
     x = _images(3, 1, 6, 6, seed=8).numpy()

@@ -58,6 +58,11 @@ _ZERO32 = np.float32(0.0)
 
 # Pairs go to threads in contiguous chunks (scratch allocated once per chunk).
 CHUNKS_PER_THREAD = 8
+# Share of a core's L2 cache that the column images' variance maps of one pair tile may fill
+# (see `cache_tiled_order`); the rest holds the row image's maps, the work buffers, the code.
+L2_SHARE_FOR_COLUMN_MAPS = 0.75
+# Per-core L2 where the OS does not say (the size on current x86 server cores is 1–2 MiB).
+DEFAULT_L2_BYTES = 1 << 20
 
 
 @numba.njit(fastmath={"contract"}, error_model="numpy", cache=True)
@@ -281,6 +286,31 @@ def _constants(dtype: np.dtype, channels: int) -> np.ndarray:
                     dtype=dtype)
 
 
+def l2_cache_bytes() -> int:
+    """One core's L2 cache, from Linux sysfs; `DEFAULT_L2_BYTES` elsewhere."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as size:
+            text = size.read().strip()
+    except OSError:
+        return DEFAULT_L2_BYTES
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    except (ValueError, IndexError):
+        return DEFAULT_L2_BYTES
+
+
+def cache_tiled_order(pair_rows: np.ndarray, pair_cols: np.ndarray,
+                      map_bytes: int) -> np.ndarray:
+    """A permutation of the pairs that runs them by tiles of column images whose variance maps
+    fit in L2 together: every pair reads both images' maps at every layer (≈ 95 KiB per image
+    for CNTK-V at depth 21 in float32), and a row-major sweep over a block streams all the
+    column images' maps from L3 or memory at every row (measured on a 2-core EPYC, 256²
+    pairs: 10.4 µs/pair row-major, 6.9 µs in tiles of 8 columns)."""
+    tile = max(1, int(L2_SHARE_FOR_COLUMN_MAPS * l2_cache_bytes()) // max(map_bytes, 1))
+    return np.lexsort((pair_cols, pair_rows, pair_cols // tile))
+
+
 def _check_dtype(array: np.ndarray) -> None:
     if array.dtype not in (np.float32, np.float64):
         raise ValueError(f"the fused CPU kernel runs in float32 or float64, not {array.dtype}")
@@ -319,11 +349,16 @@ def pair_sums(rows: torch.Tensor, cols: torch.Tensor, row_maps: np.ndarray, col_
     numba.set_num_threads(threads)
     padded_rows = pad_images(x)
     padded_cols = padded_rows if z is x else pad_images(z)
+    pair_rows = np.asarray(pair_rows, dtype=np.int64)
+    pair_cols = np.asarray(pair_cols, dtype=np.int64)
+    order = cache_tiled_order(pair_rows, pair_cols, col_maps[0].nbytes)
     sums = _pair_sums(padded_rows, padded_cols, row_maps, col_maps, height, width,
-                      np.ascontiguousarray(pair_rows, dtype=np.int64),
-                      np.ascontiguousarray(pair_cols, dtype=np.int64),
+                      np.ascontiguousarray(pair_rows[order]),
+                      np.ascontiguousarray(pair_cols[order]),
                       n_layers, record_at, len(depths), full_spatial, fix_first_layer,
                       with_ntk, _constants(x.dtype, channels),
                       pixel_indicator(height, width, x.dtype),
                       max(1, min(len(pair_rows), CHUNKS_PER_THREAD * threads)))
-    return torch.from_numpy(sums)
+    in_order = np.empty_like(sums)
+    in_order[order] = sums
+    return torch.from_numpy(in_order)
