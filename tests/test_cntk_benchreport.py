@@ -9,7 +9,7 @@ import pytest
 from dlclaims import benchreport
 
 
-def _run_json(path, datetime, rates, commit="abc1234def", peak=None, scaling=None):
+def _run_json(path, datetime, rates, commit="abc1234def", peak=None, scaling=None, nominal=None):
     benchmarks = [
         {"name": f"test_{impl}[{kernel}-{depth}-{backend}-{dtype}]", "stats": {"mean": 1.0},
          "extra_info": {"entries_per_s": rate, "n_entries": 4, "device": "cpu (test, 1 threads)",
@@ -20,7 +20,8 @@ def _run_json(path, datetime, rates, commit="abc1234def", peak=None, scaling=Non
     benchmarks.append({"name": "test_unrelated", "stats": {"mean": 1.0}, "extra_info": {}})
     if peak:
         benchmarks.append({"name": "test_machine_peak", "stats": {"mean": 1.0},
-                           "extra_info": {"kind": "peak", "ops_per_s": peak, "device_type": "cpu"}})
+                           "extra_info": {"kind": "peak", "ops_per_s": peak, "device_type": "cpu",
+                                          **({"nominal_ops_per_s": nominal} if nominal else {})}})
     if scaling:
         benchmarks.append({"name": "test_scaling", "stats": {"mean": 1.0}, "extra_info": scaling})
     path.write_text(json.dumps({"datetime": datetime, "commit_info": {"id": commit},
@@ -67,6 +68,16 @@ def test_render_writes_table_targets_roofline_projection_history_and_chart(tmp_p
     assert "| cpu (test, 1 threads) | cntk-v | 21 | engine | torch | float64 | 1,000 | 20.3 days |" in text
     assert "## History" in text and "| 500 | 1,000 |" in text
     assert "test_unrelated" not in text
+
+
+def test_roofline_ceiling_is_the_larger_of_measured_and_nominal_peak(tmp_path):
+    """A GEMM that does not reach the core's peak (MKL on AMD) must not put a kernel above
+    100 %: the nominal peak, when larger, is the ceiling."""
+    run = benchreport.load_run(_run_json(tmp_path / "run.json", "2026-02-01T00:00:00", RATES,
+                                         peak=1e11, nominal=4e11))
+    assert run.peaks == {"cpu": 4e11}
+    fused = benchreport.latest([run])[("cpu", "cntk-v", 21, "engine", "fused", "float32")]
+    assert benchreport.roofline_percent(fused, run.peaks) == pytest.approx(24.576)
 
 
 def test_cli(tmp_path, capsys):

@@ -40,8 +40,9 @@ CIFAR_ENTRIES = CIFAR_TRAIN * (CIFAR_TRAIN + 1) // 2 + CIFAR_TRAIN * CIFAR_TEST
 # max, √ (5), the atan2 polynomial with its reduction (≈ 28: |x|, max, min, ÷, t², 8 FMAs,
 # ×, 2 × (− and select)), J and D (3), the class masks (2). Memory traffic is negligible:
 # everything stays in L1 (CPU) or registers / shared memory (GPU), so the roofline is the
-# arithmetic peak of the same run's `test_machine_peak` (a float32 matrix product: FMA peak,
-# with every non-FMA CNTK operation counted as one FMA-slot operation — a conservative percent).
+# arithmetic peak of the same run's `test_machine_peak` (the larger of a float32 matrix product
+# and, on CPU, the nominal FMA peak: MKL's GEMM does not reach the AMD core's peak),
+# with every non-FMA CNTK operation counted as one FMA-slot operation — a conservative percent.
 OPS_PER_CELL_LAYER = 48
 IMAGE_SIDE = 32
 _REQUIRED = ("entries_per_s", "kernel", "depth", "implementation", "device_type")
@@ -99,7 +100,9 @@ def load_run(path: str | Path) -> Run:
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info") or {}
         if info.get("kind") == "peak":
-            peaks[info["device_type"]] = float(info["ops_per_s"])
+            # The ceiling: the larger of the measured product and the nominal peak (CPU).
+            peaks[info["device_type"]] = max(float(info["ops_per_s"]),
+                                             float(info.get("nominal_ops_per_s") or 0.0))
             continue
         if info.get("kind") == "scaling":
             scaling.append(info)
@@ -274,8 +277,10 @@ def render_markdown(runs: Sequence[Run], chart_name: str | None) -> str:
     lines += ["", "## Roofline", "",
               (f"One entry costs ≈ {OPS_PER_CELL_LAYER} float32 operations per cell and layer "
               f"(H·W cells for CNTK-V, (H·W)² for GAP; see `OPS_PER_CELL_LAYER`), all in cache, "
-              f"so the ceiling is the arithmetic peak measured in the same run:"), ""]
-    lines += _table(["device type", "measured peak (float32 ops/s)", "CNTK-V depth 21 floor",
+              f"so the ceiling is the arithmetic peak: the larger of a float32 matrix product "
+              f"measured in the same run and, on CPU, the nominal peak (threads × clock × SIMD "
+              f"lanes × 2 FMA units × 2):"), ""]
+    lines += _table(["device type", "ceiling (float32 ops/s)", "CNTK-V depth 21 floor",
                      "CNTK-GAP depth 21 floor"],
                     ([d, f"{p:.3g}", _fmt_time(1e6 * ops_per_entry("cntk-v", 21) / p),
                       _fmt_time(1e6 * ops_per_entry("cntk-gap", 21) / p)]
