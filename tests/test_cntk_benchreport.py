@@ -78,6 +78,8 @@ def test_roofline_ceiling_is_the_larger_of_measured_and_nominal_peak(tmp_path):
     assert run.peaks == {"cpu": 4e11}
     fused = benchreport.latest([run])[("cpu", "cntk-v", 21, "engine", "fused", "float32")]
     assert benchreport.roofline_percent(fused, run.peaks) == pytest.approx(24.576)
+    text = benchreport.render_markdown([run], chart_name=None)
+    assert "| cpu | 1e+11 | 4e+11 | 4e+11 | 2.46 µs | 2.52 ms |" in text
 
 
 def test_cli(tmp_path, capsys):

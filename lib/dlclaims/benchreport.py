@@ -82,7 +82,9 @@ class Run:
     label: str
     timestamp: str
     measurements: tuple[Measurement, ...]
-    peaks: dict = field(default_factory=dict)  # device_type → float32 ops/s
+    peaks: dict = field(default_factory=dict)  # device_type → float32 ops/s (the ceiling)
+    # device_type → (measured matrix product, nominal peak or None): what the ceiling came from
+    peak_sources: dict = field(default_factory=dict)
     scaling: tuple[dict, ...] = ()
 
 
@@ -96,13 +98,15 @@ def load_run(path: str | Path) -> Run:
     commit = (data.get("commit_info") or {}).get("id") or ""
     label = f"{timestamp[:16].replace('T', ' ')}" + (f" @{commit[:7]}" if commit else "")
     label = label.strip() or Path(path).stem
-    measurements, peaks, scaling = [], {}, []
+    measurements, peaks, peak_sources, scaling = [], {}, {}, []
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info") or {}
         if info.get("kind") == "peak":
             # The ceiling: the larger of the measured product and the nominal peak (CPU).
-            peaks[info["device_type"]] = max(float(info["ops_per_s"]),
-                                             float(info.get("nominal_ops_per_s") or 0.0))
+            measured = float(info["ops_per_s"])
+            nominal = _optional_float(info.get("nominal_ops_per_s"))
+            peaks[info["device_type"]] = max(measured, nominal or 0.0)
+            peak_sources[info["device_type"]] = (measured, nominal)
             continue
         if info.get("kind") == "scaling":
             scaling.append(info)
@@ -118,6 +122,7 @@ def load_run(path: str | Path) -> Run:
             max_relative_error=_optional_float(info.get("max_relative_error")),
             peak_mib=_optional_float(info.get("peak_mib")), versions=info.get("versions", "")))
     return Run(label=label, timestamp=timestamp, measurements=tuple(measurements), peaks=peaks,
+               peak_sources=peak_sources,
                scaling=tuple(scaling))
 
 
@@ -280,9 +285,14 @@ def render_markdown(runs: Sequence[Run], chart_name: str | None) -> str:
               f"so the ceiling is the arithmetic peak: the larger of a float32 matrix product "
               f"measured in the same run and, on CPU, the nominal peak (threads × clock × SIMD "
               f"lanes × 2 FMA units × 2):"), ""]
-    lines += _table(["device type", "ceiling (float32 ops/s)", "CNTK-V depth 21 floor",
-                     "CNTK-GAP depth 21 floor"],
-                    ([d, f"{p:.3g}", _fmt_time(1e6 * ops_per_entry("cntk-v", 21) / p),
+    sources = {}
+    for run in sorted(runs, key=lambda r: r.timestamp):
+        sources.update(run.peak_sources)
+    lines += _table(["device type", "matrix product (float32 ops/s)", "nominal peak",
+                     "ceiling", "CNTK-V depth 21 floor", "CNTK-GAP depth 21 floor"],
+                    ([d, _fmt_optional(sources.get(d, (None, None))[0], ".3g"),
+                      _fmt_optional(sources.get(d, (None, None))[1], ".3g"), f"{p:.3g}",
+                      _fmt_time(1e6 * ops_per_entry("cntk-v", 21) / p),
                       _fmt_time(1e6 * ops_per_entry("cntk-gap", 21) / p)]
                      for d, p in sorted(peaks.items())))
 
