@@ -11,7 +11,7 @@ rows apart.
              2,000-image subsets (the paper's subset is not given); its CI is the hierarchical
              bootstrap over subsets × test images (`stats.trials_ci`). No network is trained: the
              kernel is deterministic given the data, so `trials` is None (the subsets are in `details`).
-             CNTK-V-2K: `slow` CPU test (`pytest claims -k arora_2k_v -m slow`, 18.5 min on 2 cores);
+             CNTK-V-2K: `slow` CPU test (`pytest claims -k arora_2k_v -m slow`, 10.9 min on 2 cores);
              CNTK-GAP-2K: `gpu`.
   full rows  all 50,000 training images (`--scale=full`, GPU; skip when the data has fewer): the same
              data as the paper, one deterministic kernel; CI = Wilson over the 10,000 test images.
@@ -82,10 +82,11 @@ PROTOCOL = {
     # The 2K rows are the paper's protocol at every scale; they are `slow` / `gpu`, never in CI.
     # CPU cost of CNTK-V-2K (all five depths from one pass, 2·10⁶ + 2·10⁷ pairs per subset, fused
     # float32 kernel): `pytest claims -k arora_2k_v -m slow` with DLCLAIMS_THREADS=2, alone on the
-    # 2-core box (AMD EPYC, 2026-12-02): 1,107 s wall (18.5 min; ≈ 17 µs per pair on both cores, all
-    # depths). An earlier run with other jobs taking half the box: 2,248 CPU-s, 47 min wall, 3.4 GB peak.
-    # Measured (both runs identical) 40.35 / 41.84 / 42.96 / 43.36 / 42.63 % vs the paper's 40.94 /
-    # 42.54 / 43.43 / 43.42 / 42.53: every point within ±0.7 points; per-subset sd 0.55-0.87 points, so
+    # 2-core box (AMD EPYC, 2026-12-02 07:31, at 764ae70: pairs in L2-sized tiles): 652 s wall (10.9 min;
+    # ≈ 10 µs per pair on both cores, all depths); before the tiling 1,107 s (18.5 min), and with other
+    # jobs taking half the box 2,248 CPU-s, 47 min wall, 3.4 GB peak. Measured (all three runs
+    # identical) 40.35 / 41.84 / 42.96 / 43.36 / 42.63 % vs the paper's 40.94 / 42.54 / 43.43 / 43.42 /
+    # 42.53: every point within ±0.7 points; per-subset sd 0.55-0.87 points, so
     # the TOST verdict is reproduced at depths 11 and 21 and inconclusive at 3, 4, 6 (CI lower ends
     # 0.02 / 0.14 / 0.10 points past the −1.5 edge). Depth 6 − depth 3: +2.61 [1.99, 3.26], reproduced.
     # The torch engine took ≈ 0.41 ms per pair (≈ 7.5 h).
