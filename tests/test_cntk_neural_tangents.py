@@ -19,6 +19,13 @@ RTOL_DIAGONAL = 1e-8
 
 @pytest.fixture(scope="module")
 def stax():
+    # neural-tangents imports tensorflow (through tf2jax), and importing triton after tensorflow
+    # 2.21 segfaults (triton 3.8, measured); torch imports triton lazily, e.g. the per-test
+    # seeding's torch.use_deterministic_algorithms does, so load it first where it is installed.
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
     pytest.importorskip("jax")
     neural_tangents = pytest.importorskip("neural_tangents")
     return neural_tangents.stax
