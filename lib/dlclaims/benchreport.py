@@ -290,8 +290,7 @@ def render_markdown(runs: Sequence[Run], chart_name: str | None) -> str:
         sources.update(run.peak_sources)
     lines += _table(["device type", "matrix product (float32 ops/s)", "nominal peak",
                      "ceiling", "CNTK-V depth 21 floor", "CNTK-GAP depth 21 floor"],
-                    ([d, _fmt_optional(sources.get(d, (None, None))[0], ".3g"),
-                      _fmt_optional(sources.get(d, (None, None))[1], ".3g"), f"{p:.3g}",
+                    ([d, *(_fmt_optional(x, ".3g") for x in sources.get(d, (None, None))), f"{p:.3g}",
                       _fmt_time(1e6 * ops_per_entry("cntk-v", 21) / p),
                       _fmt_time(1e6 * ops_per_entry("cntk-gap", 21) / p)]
                      for d, p in sorted(peaks.items())))

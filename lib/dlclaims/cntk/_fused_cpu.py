@@ -113,6 +113,13 @@ def _pooled_sum(values):
 
 
 @numba.njit(error_model="numpy", cache=True)
+def _z_rows(height, di):
+    """The z rows [first, last) whose x partner row (i + di, or i + di + 1 past the wrap) can
+    be a pixel under the row shift di: the rows every shift of a `offset_classes` call shares."""
+    return max(0, -di - 1), min(height, height - di)
+
+
+@numba.njit(error_model="numpy", cache=True)
 def offset_classes(x, z, vx, vz, height, width, di, dj_start, dj_stop, n_layers, record_at,
                    fix_first_layer, with_ntk, record, constants, real, work, sums):
     """The offset classes of one pair under the flat shifts ``di·S + dj``, ``dj_start ≤ dj <
@@ -130,10 +137,10 @@ def offset_classes(x, z, vx, vz, height, width, di, dj_start, dj_stop, n_layers,
     segment of ``n`` cells in flat work buffers, the segments separated by ``S + 1`` zero
     cells (the box sum's padding: a row above and below), so that every loop of a layer
     runs once over all the segments: short rows of small images no longer pay a loop's
-    set-up and scalar remainder per class (GAP at 16×16, depth 3: 1.5–1.8× per pair). ``real`` (1 at
-    image pixels, 0 at padding) gives the cells where both sides are pixels; the rest,
-    gaps included, hold finite garbage until the mask zeroes them after each layer, which
-    makes them the zero padding the next box sum needs. Loops index zero-based slices
+    set-up and scalar remainder per class (GAP at 16×16, depth 3: 1.5–1.8× per pair).
+    ``real`` (1 at image pixels, 0 at padding) gives the cells where both sides are pixels;
+    the rest, gaps included, hold finite garbage until the mask zeroes them after each layer,
+    which makes them the zero padding the next box sum needs. Loops index zero-based slices
     (numba then knows no index is negative and emits no wrap-around checks).
 
     ``x``, ``z``: (C, (H + 4)·S) padded images; ``vx``, ``vz``: (L, (H + 4)·S) padded
@@ -144,9 +151,7 @@ def offset_classes(x, z, vx, vz, height, width, di, dj_start, dj_stop, n_layers,
     channels = x.shape[0]
     stride = width + 1
     pad = stride + 1
-    # z rows whose x partner row (i + di, or i + di + 1 past the wrap) can be a pixel.
-    first_row = max(0, -di - 1)
-    last_row = min(height, height - di)
+    first_row, last_row = _z_rows(height, di)
     if first_row >= last_row or dj_start >= dj_stop:
         return
     lo = (first_row + 2) * stride
@@ -311,7 +316,8 @@ def _pair_sums(rows, cols, row_maps, col_maps, height, width, pair_rows, pair_co
             b = pair_cols[q]
             sums[:] = 0.0
             for di in range(first_di, last_di + 1):
-                segment = (min(height, height - di) - max(0, -di - 1)) * stride + stride + 1
+                first_row, last_row = _z_rows(height, di)
+                segment = (last_row - first_row) * stride + stride + 1  # as in offset_classes
                 per_call = max(1, min(n_dj, CELLS_PER_CALL // segment))
                 for dj in range(0, n_dj, per_call):
                     offset_classes(rows[a], cols[b], row_maps[a], col_maps[b], height, width,
